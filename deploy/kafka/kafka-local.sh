@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# A real Apache Kafka broker (KRaft, one node) on loopback, assembled from Maven Central.
+#
+#   kafka-local.sh fetch             resolve the jars with Maven into the cache (idempotent)
+#   kafka-local.sh start STATE_DIR   format storage, start on free loopback ports, wait until it
+#                                    serves; prints the bootstrap address (host:port)
+#   kafka-local.sh stop STATE_DIR    stop it cleanly (SIGTERM, then SIGKILL after 30 s)
+#   kafka-local.sh status STATE_DIR  exit 0 and print the bootstrap address if it runs
+#
+# Environment: KAFKA_VERSION (default 4.0.0), INTENTWATCH_CACHE (default ~/.cache/intentwatch),
+# KAFKA_HEAP (default -Xmx768m), KAFKA_PARTITIONS (default partitions of new topics, 4).
+# Needs Java 17+ and Maven. Nothing here needs Docker.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+KAFKA_VERSION="${KAFKA_VERSION:-4.0.0}"
+CACHE="${INTENTWATCH_CACHE:-$HOME/.cache/intentwatch}"
+LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+
+die() { echo "kafka-local: $*" >&2; exit 1; }
+
+need_tools() {
+  command -v java >/dev/null || die "java not found (Java 17 or newer is needed)"
+  command -v mvn >/dev/null || die "mvn not found (Maven is needed to fetch Kafka)"
+}
+
+fetch() {
+  need_tools
+  if [ -f "$LIBS/.complete" ]; then return 0; fi
+  echo "kafka-local: fetching Apache Kafka $KAFKA_VERSION from Maven Central into $LIBS" >&2
+  mkdir -p "$LIBS"
+  mvn -q -B -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS" >&2 \
+    || die "Maven could not resolve Kafka $KAFKA_VERSION"
+  ls "$LIBS"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "kafka jar missing after fetch"
+  touch "$LIBS/.complete"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start() {
+  local dir="$1"
+  fetch
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  if status "$dir" >/dev/null 2>&1; then cat "$dir/bootstrap"; return 0; fi
+  local port cport
+  port="$(free_port)"; cport="$(free_port)"
+  while [ "$cport" = "$port" ]; do cport="$(free_port)"; done
+  rm -rf "$dir/data" "$dir/server.log" "$dir/stdout.log"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=${KAFKA_PARTITIONS:-4}
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Lets test workers use short session timeouts (Faust with fast_rebalance asks for 2 s).
+group.min.session.timeout.ms=500
+PROPS
+  cat > "$dir/log4j2.properties" <<'LOG'
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+LOG
+  local java_opts=(-cp "$LIBS/*" -Dkafka.logs.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties")
+  java "${java_opts[@]}" kafka.tools.StorageTool format --standalone \
+    -t "$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid)" \
+    -c "$dir/server.properties" > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "format failed"; }
+  # setsid: the broker survives the shell that started it and gets its own process group.
+  setsid java ${KAFKA_HEAP:--Xmx768m} -XX:+UseG1GC "${java_opts[@]}" kafka.Kafka "$dir/server.properties" \
+    > "$dir/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  echo "127.0.0.1:$port" > "$dir/bootstrap"
+  local waited=0
+  until grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; do
+    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+      tail -n 30 "$dir/stdout.log" "$dir/server.log" >&2 2>/dev/null || true
+      die "broker exited during start"
+    fi
+    [ "$waited" -ge 600 ] && { stop "$dir"; die "broker did not start within 60 s"; }
+    sleep 0.1; waited=$((waited + 1))
+  done
+  cat "$dir/bootstrap"
+}
+
+status() {
+  local dir="$1"
+  [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null || return 1
+  cat "$dir/bootstrap"
+}
+
+stop() {
+  local dir="$1" pid
+  [ -f "$dir/pid" ] || return 0
+  pid="$(cat "$dir/pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/pid"
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  start) [ $# -eq 2 ] || die "usage: $0 start STATE_DIR"; start "$2" ;;
+  stop) [ $# -eq 2 ] || die "usage: $0 stop STATE_DIR"; stop "$2" ;;
+  status) [ $# -eq 2 ] || die "usage: $0 status STATE_DIR"; status "$2" ;;
+  *) echo "usage: $0 {fetch|start DIR|stop DIR|status DIR}" >&2; exit 2 ;;
+esac

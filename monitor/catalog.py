@@ -1,0 +1,71 @@
+"""Tool catalog: what each tool can do and which of its arguments name a target.
+
+A deployment describes its tools as data (JSON). Capability classes:
+  read      reads data, changes nothing
+  write     changes state inside the system
+  send      sends data out of the system (mail, messages, web posts)
+  money     moves money
+  delete    destroys data
+  identity  changes identity, credentials or permissions
+A tool is side-effecting when it has any capability other than `read`.
+
+Unknown tools get the conservative default: side-effecting (`write`), so a tool nobody described
+is never treated as harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+CAPABILITIES = ("read", "write", "send", "money", "delete", "identity")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    capabilities: frozenset[str]
+    targets: tuple[str, ...] = ()  # argument names that name a target (recipient, url, path...)
+    known: bool = True
+
+    @property
+    def side_effecting(self) -> bool:
+        return bool(self.capabilities - {"read"})
+
+
+DEFAULT_CAPABILITIES = frozenset({"write"})
+
+
+class Catalog:
+    def __init__(self, tools: dict[str, ToolSpec] | None = None,
+                 default: frozenset[str] = DEFAULT_CAPABILITIES):
+        self.tools = dict(tools or {})
+        self.default = default
+        self._unknown: dict[str, ToolSpec] = {}
+
+    def get(self, name: str) -> ToolSpec:
+        spec = self.tools.get(name)
+        if spec is None:
+            spec = self._unknown.get(name)
+            if spec is None:
+                spec = ToolSpec(name, self.default, (), known=False)
+                if len(self._unknown) < 10_000:
+                    self._unknown[name] = spec
+        return spec
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Catalog":
+        tools = {}
+        for name, entry in data.get("tools", {}).items():
+            caps = frozenset(entry.get("capabilities", ()))
+            bad = caps - set(CAPABILITIES)
+            if bad:
+                raise ValueError(f"tool {name!r}: unknown capabilities {sorted(bad)}")
+            tools[name] = ToolSpec(name, caps, tuple(entry.get("targets", ())))
+        default = frozenset(data.get("default", {}).get("capabilities", DEFAULT_CAPABILITIES))
+        return cls(tools, default)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Catalog":
+        return cls.from_dict(json.loads(Path(path).read_text()))

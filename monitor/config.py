@@ -1,0 +1,82 @@
+"""Settings, read from environment variables (INTENTWATCH_*), with defaults and validation.
+
+Every setting names its variable; a bad value raises an error that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+
+def _env(name: str, default, cast):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not valid: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "intentwatch"
+    topic_intents: str = "agent.intents"
+    topic_actions: str = "agent.actions"
+    topic_decisions: str = "agent.decisions"
+    topic_alerts: str = "agent.alerts"
+    topic_revocations: str = "agent.revocations"
+    topic_dead_letters: str = "agent.deadletters"
+    partitions: int = 4
+    catalog: str = ""                 # path of a tool catalog JSON; empty: all tools unknown
+    alert_at: float = 0.5
+    revoke_at: float = 0.9
+    max_event_bytes: int = 512 * 1024
+    web_port: int = 6066
+    data_dir: str = "intentwatch-data"
+    fast_rebalance: bool = False      # short session/rebalance timeouts (tests, demo)
+    env_names: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        values = {}
+        for f in fields(cls):
+            if f.name == "env_names":
+                continue
+            name = "INTENTWATCH_" + f.name.upper()
+            cast = {bool: _bool, int: int, float: float, str: str}[type(f.default)]
+            values[f.name] = _env(name, f.default, cast)
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if not self.broker.startswith(("kafka://", "aiokafka://")):
+            raise ValueError("INTENTWATCH_BROKER must look like kafka://host:port")
+        if self.partitions < 1:
+            raise ValueError("INTENTWATCH_PARTITIONS must be at least 1")
+        if not 0 < self.alert_at <= self.revoke_at <= 1:
+            raise ValueError("INTENTWATCH_ALERT_AT and INTENTWATCH_REVOKE_AT must satisfy "
+                             "0 < alert_at <= revoke_at <= 1")
+        if self.max_event_bytes < 1024:
+            raise ValueError("INTENTWATCH_MAX_EVENT_BYTES must be at least 1024")
+
+    def topics(self) -> list[str]:
+        return [self.topic_intents, self.topic_actions, self.topic_decisions, self.topic_alerts,
+                self.topic_revocations, self.topic_dead_letters]
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port list for plain aiokafka clients."""
+        return self.broker.split("://", 1)[1].replace(";", ",")
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")

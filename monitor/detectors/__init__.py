@@ -1,0 +1,17 @@
+"""Detectors: each one small module behind the interface in `base`."""
+
+from .base import Detector, finding
+from .budget import Budget
+from .credential_binding import CredentialBinding
+from .declared_tools import DeclaredTools
+from .resource_scope import ResourceScope
+from .task_lifetime import TaskLifetime
+
+
+def scope_rules() -> list[Detector]:
+    """The rule detectors from the foundation, in a stable order."""
+    return [TaskLifetime(), CredentialBinding(), DeclaredTools(), ResourceScope(), Budget()]
+
+
+__all__ = ["Detector", "finding", "scope_rules", "Budget", "CredentialBinding", "DeclaredTools",
+           "ResourceScope", "TaskLifetime"]

@@ -1,0 +1,148 @@
+"""The decision engine: one event in, decisions out.
+
+The same engine serves the live Faust worker, the replay of a recorded trace and (later) inline
+decision requests, so a replay reproduces live decisions exactly. It is deterministic: decisions
+depend only on the events and their order per task, never on the wall clock.
+
+Task state lives in `store`, any mutable mapping task id -> plain dict: a dict in process, a
+changelog-backed Faust table in the worker. The engine always writes a task's state back after
+changing it, which is what a Faust table needs to persist the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+from . import state as st
+from .catalog import Catalog
+from .detectors import Detector, finding, scope_rules
+from .detectors.base import CERTAIN, SUSPICIOUS
+from .policy import REVOKE, Policy, fuse
+from .revocation import revoke_command
+
+
+class Engine:
+    def __init__(self, catalog: Catalog | None = None, detectors: list[Detector] | None = None,
+                 policy: Policy | None = None, store: MutableMapping | None = None):
+        self.catalog = catalog or Catalog()
+        self.detectors = detectors if detectors is not None else scope_rules()
+        self.policy = policy or Policy()
+        self.store = store if store is not None else {}
+
+    # -- entry point -------------------------------------------------------------------------
+    def process(self, event: dict) -> list[dict]:
+        """Decide one validated event; returns the decisions it settles (zero or more)."""
+        task_id = event["task_id"]
+        task = self.store.get(task_id) or st.new_task(task_id)
+        etype = event["type"]
+        if etype == "task.intent":
+            decisions = self._on_intent(task, event)
+        elif etype == "task.end":
+            decisions = self._on_end(task, event)
+        else:
+            decisions = self._on_action(task, event)
+        self.store[task_id] = task
+        return decisions
+
+    # -- event types -------------------------------------------------------------------------
+    def _on_intent(self, task: dict, intent: dict) -> list[dict]:
+        reasons = []
+        if task["intent"] is None:
+            task["intent"] = intent
+        elif _without_time(task["intent"]) != _without_time(intent):
+            # The first declaration stands: a task cannot widen its own intent mid-flight.
+            reasons.append(finding("engine", "intent_redeclared", SUSPICIOUS,
+                                   "a second, different intent for a running task was ignored"))
+        decisions = [self._decide(task, intent, reasons)]
+        pending, task["pending"] = task["pending"], []
+        for action in sorted(pending, key=lambda a: a["event_time"]):
+            decisions.append(self._decide_action(task, action))
+        return decisions
+
+    def _on_end(self, task: dict, end: dict) -> list[dict]:
+        t = end["event_time"]
+        task["ended_at"] = t if task["ended_at"] is None else min(task["ended_at"], t)
+        decisions = []
+        if task["intent"] is None:
+            # The intent never came: settle the held actions now rather than hold them forever.
+            pending, task["pending"] = task["pending"], []
+            decisions = [self._decide_without_intent(task, a) for a in pending]
+        decisions.append(self._decide(task, end, []))
+        return decisions
+
+    def _on_action(self, task: dict, action: dict) -> list[dict]:
+        if task["intent"] is None:
+            pushed_out = st.hold_pending(task, action)
+            return [] if pushed_out is None else [self._decide_without_intent(task, pushed_out)]
+        return [self._decide_action(task, action)]
+
+    # -- deciding ----------------------------------------------------------------------------
+    def _decide_action(self, task: dict, action: dict) -> dict:
+        spec = self.catalog.get(action["tool"])
+        if action["phase"] == "completed" and st.record_completion(task, action):
+            reasons = []  # its request was already decided; the result only updates state
+        else:
+            reasons = []
+            for det in self.detectors:
+                reasons.extend(det.score_one(action, task, spec))
+            for det in self.detectors:
+                det.learn_one(action, task, spec)
+            st.record_action(task, action, spec)
+        if task["revoked_at"] is not None:
+            reasons.append(finding("engine", "task_revoked", CERTAIN,
+                                   "the task's credentials were revoked earlier",
+                                   revoked_at=task["revoked_at"]))
+        return self._decide(task, action, reasons)
+
+    def _decide_without_intent(self, task: dict, action: dict) -> dict:
+        reasons = [finding("engine", "no_intent", SUSPICIOUS,
+                           "action for a task that never declared an intent")]
+        return self._decide(task, action, reasons)
+
+    def _decide(self, task: dict, event: dict, reasons: list[dict]) -> dict:
+        risk = fuse(reasons)
+        verdict = self.policy.verdict(risk)
+        decision = {
+            "v": 1,
+            "type": "decision",
+            "decision_id": _decision_id(event),
+            "event_id": event.get("event_id"),
+            "event_type": event["type"],
+            "task_id": task["task_id"],
+            "agent_id": event.get("agent_id") or (task["intent"] or {}).get("agent_id"),
+            "tool": event.get("tool"),
+            "phase": event.get("phase"),
+            "event_time": event["event_time"],
+            "verdict": verdict,
+            "risk": risk,
+            "reasons": reasons,
+            "command": None,
+        }
+        if verdict == REVOKE:
+            decision["command"] = self._revoke(task, event, decision)
+        return decision
+
+    def _revoke(self, task: dict, event: dict, decision: dict) -> dict | None:
+        """A revoke command for the credentials not revoked yet, or None if there are none."""
+        intent = task["intent"] or {}
+        creds = list(intent.get("credentials") or [])
+        if event.get("credential_id") and event["credential_id"] not in creds:
+            creds.append(event["credential_id"])
+        fresh = [c for c in creds if c not in task["revoked"]]
+        first = task["revoked_at"] is None
+        if not fresh and not first:
+            return None
+        task["revoked"].extend(fresh)
+        if first:
+            task["revoked_at"] = event["event_time"]
+        return revoke_command(task, fresh, decision)
+
+
+def _decision_id(event: dict) -> str:
+    if event.get("event_id"):
+        return f"{event['type']}:{event['event_id']}"
+    return f"{event['type']}:{event['task_id']}"
+
+
+def _without_time(intent: dict) -> dict:
+    return {k: v for k, v in intent.items() if k != "event_time"}

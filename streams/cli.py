@@ -1,0 +1,147 @@
+"""The `intentwatch` command.
+
+Exit codes: 0 success; 1 the run failed (broker unreachable, worker failed); 2 bad usage or
+bad input file (argparse also uses 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
+
+from monitor.catalog import Catalog
+from monitor.config import Settings
+from monitor.contracts import SPECS, json_schema
+from monitor.engine import Engine
+from monitor.policy import Policy
+from monitor.replay import read_lines, replay
+
+DATA = Path(__file__).resolve().parents[1] / "monitor" / "data"
+SAMPLE_TRACE = DATA / "sample_trace.jsonl"
+SAMPLE_CATALOG = DATA / "sample_catalog.json"
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from faust.worker import Worker
+
+    from .app import create_app
+    from .produce import ensure_topics
+
+    # Create every topic with the configured partitions, so the inputs are co-partitioned
+    # with the task table whichever side starts first.
+    asyncio.run(ensure_topics(settings, settings.topics()))
+    app = create_app(settings)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
+    return 0
+
+
+def cmd_replay(args, settings: Settings) -> int:
+    catalog = Catalog.load(args.catalog) if args.catalog else (
+        Catalog.load(settings.catalog) if settings.catalog else Catalog())
+    engine = Engine(catalog=catalog, policy=Policy(settings.alert_at, settings.revoke_at))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dead = Path(args.dead_letters) if args.dead_letters else out.with_suffix(".deadletters.jsonl")
+    with open(out, "wb") as decisions_fh, open(dead, "wb") as dead_fh:
+        summary = replay(read_lines(args.trace), engine, settings.max_event_bytes,
+                         decisions_fh, dead_fh)
+    if not args.quiet:
+        for d in summary["decisions"]:
+            print(format_decision(d))
+    print(f"replayed {summary['events']} events: {summary['verdicts']}, "
+          f"{summary['dead_letters']} dead letters ({dead}); decisions in {out}")
+    return 0
+
+
+def format_decision(d: dict) -> str:
+    what = d["tool"] or d["event_type"]
+    line = f"{d['verdict']:<6} risk={d['risk']:.2f} task={d['task_id']} {what}"
+    if d["phase"]:
+        line += f" ({d['phase']})"
+    if d["reasons"]:
+        line += " | " + "; ".join(r["message"] for r in d["reasons"])
+    if d["command"]:
+        line += f" | REVOKE {d['command']['credential_ids']} id={d['command']['command_id']}"
+    return line
+
+
+def cmd_produce(args, settings: Settings) -> int:
+    from .produce import produce
+
+    counts = asyncio.run(produce(read_lines(args.trace), settings))
+    print(f"produced {sum(counts.values())} records: {counts}")
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from .demo import run_demo
+
+    return run_demo(SAMPLE_TRACE, SAMPLE_CATALOG, keep=args.keep_running)
+
+
+def cmd_schemas(args, settings: Settings) -> int:
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for etype in SPECS:
+        path = out / f"{etype}.schema.json"
+        path.write_bytes(orjson.dumps(json_schema(etype), option=orjson.OPT_INDENT_2) + b"\n")
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intentwatch",
+        description="Runtime monitor that keeps AI agents inside the intent they declared. "
+                    "Settings come from INTENTWATCH_* environment variables (see README).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run the Faust worker (live monitoring on Kafka)")
+    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("replay", help="run a recorded trace through the engine, no broker")
+    p.add_argument("trace", help="trace file, one JSON event per line")
+    p.add_argument("-o", "--output", default="out/decisions.jsonl",
+                   help="decision records (JSON lines), default out/decisions.jsonl")
+    p.add_argument("--dead-letters", help="where bad lines go (default beside --output)")
+    p.add_argument("--catalog", help="tool catalog JSON (default INTENTWATCH_CATALOG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("produce", help="publish a recorded trace to the input topics")
+    p.add_argument("trace", help="trace file, one JSON event per line")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("demo", help="start a local broker and worker, catch a hijacked agent")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave broker and worker up until Ctrl-C")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("schemas", help="write the JSON Schemas of the event contracts")
+    p.add_argument("-o", "--output", default="docs/schemas")
+    p.set_defaults(func=cmd_schemas)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"intentwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, settings)
+    except FileNotFoundError as exc:
+        print(f"intentwatch: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Local running parts, shared by the demo and the test suite: the Kafka broker from
+deploy/kafka/kafka-local.sh, a worker process, and readers of the output topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
+
+
+def have_java_and_maven() -> str | None:
+    """None when the local broker can be built, else what is missing."""
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    return ", ".join(missing) or None
+
+
+def start_broker(state_dir: Path) -> str:
+    """Start the local broker; return its bootstrap address host:port."""
+    out = subprocess.run([str(KAFKA_SCRIPT), "start", str(state_dir)], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def stop_broker(state_dir: Path) -> None:
+    subprocess.run([str(KAFKA_SCRIPT), "stop", str(state_dir)], check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_env(bootstrap: str, **settings) -> dict:
+    """Environment for an `intentwatch worker` process (INTENTWATCH_* variables)."""
+    env = dict(os.environ)
+    env["INTENTWATCH_BROKER"] = f"kafka://{bootstrap}"
+    for name, value in settings.items():
+        env["INTENTWATCH_" + name.upper()] = str(value)
+    return env
+
+
+def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                            cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_worker(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+async def read_topics(bootstrap: str, topics: list[str], until, timeout: float = 60.0,
+                      on_record=None) -> list:
+    """Read records of `topics` from the beginning until `until(records)` is true or the
+    timeout passes. Records are aiokafka ConsumerRecords."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        assigned = False
+        while time.monotonic() < deadline:
+            if not assigned:
+                parts = []
+                for topic in topics:
+                    for p in consumer.partitions_for_topic(topic) or ():
+                        parts.append(TopicPartition(topic, p))
+                if len(parts) and all(consumer.partitions_for_topic(t) for t in topics):
+                    consumer.assign(parts)
+                    await consumer.seek_to_beginning(*parts)
+                    assigned = True
+                else:
+                    await consumer.force_metadata_update()
+                    await asyncio.sleep(0.2)
+                    continue
+            batch = await consumer.getmany(timeout_ms=200)
+            for recs in batch.values():
+                for r in recs:
+                    records.append(r)
+                    if on_record is not None:
+                        on_record(r)
+            if until(records):
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+def values(records, topic: str | None = None) -> list[dict]:
+    return [orjson.loads(r.value) for r in records if topic is None or r.topic == topic]
