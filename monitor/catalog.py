@@ -55,7 +55,7 @@ class Catalog:
         return spec
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Catalog":
+    def from_dict(cls, data: dict) -> Catalog:
         tools = {}
         for name, entry in data.get("tools", {}).items():
             caps = frozenset(entry.get("capabilities", ()))
@@ -67,5 +67,5 @@ class Catalog:
         return cls(tools, default)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Catalog":
+    def load(cls, path: str | Path) -> Catalog:
         return cls.from_dict(json.loads(Path(path).read_text()))

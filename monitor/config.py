@@ -40,7 +40,7 @@ class Settings:
     env_names: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         values = {}
         for f in fields(cls):
             if f.name == "env_names":

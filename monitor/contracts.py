@@ -28,8 +28,8 @@ SPECS: dict[str, dict[str, tuple[str, bool, str]]] = {
         "goal": (STR, True, "The goal in the user's words."),
         "tools": (STRS, True, "Tools the task declares it needs."),
         "scopes": (SCOPES, False,
-                   "Allowed values per argument name, as glob patterns (fnmatch), "
-                   "e.g. {\"recipient\": [\"*@example.com\"]}. Unlisted arguments are free."),
+                   ("Allowed values per argument name, as glob patterns (fnmatch), "
+                   "e.g. {\"recipient\": [\"*@example.com\"]}. Unlisted arguments are free.")),
         "max_actions": (INT, False, "Budget: most tool calls the task may make."),
         "max_side_effects": (INT, False, "Budget: most side-effecting tool calls."),
         "expires_at": (NUM, False, "Time to live: epoch seconds after which the task is over."),

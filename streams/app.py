@@ -25,8 +25,8 @@ def create_app(settings: Settings) -> faust.App:
     fast = {}
     if settings.fast_rebalance:
         # Measured: Faust's 60 s defaults make every group join take ~30 s (shared NOTES.md).
-        fast = dict(broker_session_timeout=2.0, broker_heartbeat_interval=0.5,
-                    broker_rebalance_timeout=4.0)
+        fast = {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5,
+                    "broker_rebalance_timeout": 4.0}
     app = faust.App(
         settings.app_id,
         broker=settings.broker,

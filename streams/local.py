@@ -3,7 +3,6 @@ deploy/kafka/kafka-local.sh, a worker process, and readers of the output topics.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
@@ -52,10 +51,10 @@ def worker_env(bootstrap: str, **settings) -> dict:
 
 
 def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                            cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 30.0) -> int:
@@ -73,27 +72,15 @@ async def read_topics(bootstrap: str, topics: list[str], until, timeout: float =
                       on_record=None) -> list:
     """Read records of `topics` from the beginning until `until(records)` is true or the
     timeout passes. Records are aiokafka ConsumerRecords."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", group_id=None)
+    # No group: every partition is assigned, and read from the beginning.
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None,
+                                metadata_max_age_ms=1000)
     await consumer.start()
     records: list = []
     try:
         deadline = time.monotonic() + timeout
-        assigned = False
         while time.monotonic() < deadline:
-            if not assigned:
-                parts = []
-                for topic in topics:
-                    for p in consumer.partitions_for_topic(topic) or ():
-                        parts.append(TopicPartition(topic, p))
-                if len(parts) and all(consumer.partitions_for_topic(t) for t in topics):
-                    consumer.assign(parts)
-                    await consumer.seek_to_beginning(*parts)
-                    assigned = True
-                else:
-                    await consumer.force_metadata_update()
-                    await asyncio.sleep(0.2)
-                    continue
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():
                 for r in recs:

@@ -13,5 +13,13 @@ def scope_rules() -> list[Detector]:
     return [TaskLifetime(), CredentialBinding(), DeclaredTools(), ResourceScope(), Budget()]
 
 
-__all__ = ["Detector", "finding", "scope_rules", "Budget", "CredentialBinding", "DeclaredTools",
-           "ResourceScope", "TaskLifetime"]
+__all__ = [
+    "Budget",
+    "CredentialBinding",
+    "DeclaredTools",
+    "Detector",
+    "ResourceScope",
+    "TaskLifetime",
+    "finding",
+    "scope_rules",
+]

@@ -1,0 +1,46 @@
+"""The command line: help everywhere, replay output, configuration errors."""
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from monitor.config import Settings
+from streams.cli import main
+
+from .conftest import SAMPLE_CATALOG, SAMPLE_TRACE
+
+
+@pytest.mark.parametrize("sub", ["worker", "replay", "produce", "demo", "schemas"])
+def test_every_subcommand_has_help(sub):
+    out = subprocess.run([sys.executable, "-m", "streams.cli", sub, "--help"],
+                         check=False, capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: intentwatch " + sub in out.stdout
+
+
+def test_replay_prints_decisions_and_writes_records(tmp_path, capsys):
+    out = tmp_path / "decisions.jsonl"
+    assert main(["replay", str(SAMPLE_TRACE), "-o", str(out), "--catalog",
+                 str(SAMPLE_CATALOG)]) == 0
+    printed = capsys.readouterr().out
+    assert "REVOKE ['cred-finance-7', 'cred-hijack-1']" in printed
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(records) == 16 and sum(r["command"] is not None for r in records) == 1
+
+
+def test_missing_trace_is_exit_code_2(tmp_path, capsys):
+    assert main(["replay", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o.jsonl")]) == 2
+
+
+def test_bad_setting_is_named(monkeypatch, capsys):
+    monkeypatch.setenv("INTENTWATCH_PARTITIONS", "many")
+    assert main(["schemas", "-o", "unused"]) == 2
+    assert "INTENTWATCH_PARTITIONS" in capsys.readouterr().err
+
+
+def test_settings_validation_names_the_variable(monkeypatch):
+    monkeypatch.setenv("INTENTWATCH_ALERT_AT", "0.95")
+    monkeypatch.setenv("INTENTWATCH_REVOKE_AT", "0.9")
+    with pytest.raises(ValueError, match="INTENTWATCH_ALERT_AT"):
+        Settings.from_env()

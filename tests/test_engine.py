@@ -1,0 +1,113 @@
+"""The engine end to end in process: verdicts, revoke commands, ordering, determinism."""
+
+import copy
+import io
+
+import orjson
+import pytest
+
+from monitor.catalog import Catalog
+from monitor.engine import Engine
+from monitor.policy import Policy, fuse
+from monitor.replay import read_lines, replay
+from monitor.revocation import command_id
+
+from .conftest import SAMPLE_CATALOG, SAMPLE_TRACE
+
+
+def events():
+    return [orjson.loads(raw) for _, raw in read_lines(SAMPLE_TRACE)]
+
+
+def run(evs, store=None):
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG), store=store)
+    return [d for e in evs for d in engine.process(copy.deepcopy(e))]
+
+
+def test_sample_trace_revokes_the_hijacked_task_once_and_leaves_the_benign_one_alone():
+    decisions = run(events())
+    benign = [d for d in decisions if d["task_id"] == "task-benign-1"]
+    hijack = [d for d in decisions if d["task_id"] == "task-hijack-1"]
+    assert {d["verdict"] for d in benign} == {"allow"}
+    commands = [d["command"] for d in decisions if d["command"]]
+    assert len(commands) == 1
+    cmd = commands[0]
+    assert cmd["task_id"] == "task-hijack-1"
+    assert cmd["credential_ids"] == ["cred-finance-7", "cred-hijack-1"]
+    first = next(d for d in hijack if d["verdict"] == "revoke")
+    assert first["tool"] == "send_money" and first["phase"] == "requested"
+    assert {r["code"] for r in first["reasons"]} == {"credential_not_issued_to_task",
+                                                      "tool_not_declared"}
+    # Everything the hijacked task does after the revocation is refused, with no new command.
+    after = hijack[hijack.index(first) + 1:]
+    assert [d["verdict"] for d in after if d["event_type"] == "agent.action"] == ["revoke"] * 3
+
+
+def test_reprocessing_an_event_yields_the_same_command_id():
+    evs = events()
+    a = [d["command"] for d in run(evs) if d["command"]]
+    b = [d["command"] for d in run(evs) if d["command"]]
+    assert a == b
+    assert a[0]["command_id"] == command_id("task-hijack-1", ["cred-hijack-1", "cred-finance-7"],
+                                            a[0]["reason"])
+
+
+def test_actions_before_their_intent_are_held_and_decided_when_it_arrives():
+    evs = events()
+    in_order = run(evs)
+    intents = [e for e in evs if e["type"] == "task.intent"]
+    rest = [e for e in evs if e["type"] != "task.intent" and e["type"] != "task.end"]
+    ends = [e for e in evs if e["type"] == "task.end"]
+    shuffled = run(rest + intents + ends)
+    key = lambda d: d["decision_id"]
+    assert sorted(shuffled, key=key) == sorted(in_order, key=key)
+
+
+def test_actions_of_a_task_that_never_declares_an_intent_are_settled_at_its_end():
+    evs = [e for e in events() if e["task_id"] == "task-benign-1" and e["type"] != "task.intent"]
+    decisions = run(evs)
+    assert len(decisions) == len(evs)
+    assert {d["verdict"] for d in decisions[:-1]} == {"alert"}
+    assert all(d["reasons"][0]["code"] == "no_intent" for d in decisions[:-1])
+
+
+def test_a_second_different_intent_cannot_widen_the_task():
+    evs = events()
+    widened = dict(evs[0], tools=evs[0]["tools"] + ["send_money"], event_time=evs[0]["event_time"] + 1)
+    decisions = run([evs[0], widened])
+    assert decisions[1]["verdict"] == "alert"
+    assert decisions[1]["reasons"][0]["code"] == "intent_redeclared"
+    store = {}
+    run([evs[0], widened], store)
+    assert "send_money" not in store[evs[0]["task_id"]]["intent"]["tools"]
+
+
+def test_state_is_plain_data_that_survives_serialisation_mid_stream():
+    evs = events()
+    store = {}
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG), store=store)
+    first = [d for e in evs[:8] for d in engine.process(e)]
+    restored = {k: orjson.loads(orjson.dumps(v)) for k, v in store.items()}
+    engine2 = Engine(catalog=Catalog.load(SAMPLE_CATALOG), store=restored)
+    second = [d for e in evs[8:] for d in engine2.process(e)]
+    assert first + second == run(evs)
+
+
+def test_fusion_is_noisy_or_and_policy_thresholds():
+    assert fuse([]) == 0.0
+    assert fuse([{"risk": 0.6}, {"risk": 0.6}]) == pytest.approx(0.84)
+    p = Policy(alert_at=0.5, revoke_at=0.9)
+    assert [p.verdict(r) for r in (0.1, 0.5, 0.89, 0.9, 1.0)] == [
+        "allow", "alert", "alert", "revoke", "revoke"]
+    with pytest.raises(ValueError):
+        Policy(alert_at=0.9, revoke_at=0.5)
+
+
+def test_replay_writes_decisions_and_dead_letters():
+    lines = list(read_lines(SAMPLE_TRACE)) + [(99, b"garbage")]
+    out, dead = io.BytesIO(), io.BytesIO()
+    summary = replay(lines, Engine(catalog=Catalog.load(SAMPLE_CATALOG)), 512 * 1024, out, dead)
+    assert summary["events"] == 16 and summary["dead_letters"] == 1
+    assert len(out.getvalue().splitlines()) == len(summary["decisions"]) == 16
+    record = orjson.loads(dead.getvalue())
+    assert (record["line"], record["reason"], record["original"]) == (99, "not_json", "garbage")

@@ -1,0 +1,114 @@
+"""Integration tests on the real Kafka broker: a live worker decides the sample trace."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import orjson
+import pytest
+
+from monitor.catalog import Catalog
+from monitor.engine import Engine
+from monitor.replay import read_lines, replay
+from streams import local
+from streams.produce import produce
+
+from .conftest import SAMPLE_CATALOG, SAMPLE_TRACE
+
+pytestmark = pytest.mark.kafka
+
+
+def replayed(lines) -> list[dict]:
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    return replay(lines, engine, 512 * 1024, io.BytesIO(), io.BytesIO())["decisions"]
+
+
+def read_outputs(worker, until, timeout=60.0):
+    s = worker.settings
+    topics = [s.topic_decisions, s.topic_alerts, s.topic_revocations, s.topic_dead_letters]
+    return asyncio.run(local.read_topics(worker.bootstrap, topics, until, timeout))
+
+
+def count(records, topic):
+    return sum(r.topic == topic for r in records)
+
+
+def test_hijacked_task_is_revoked_once_and_live_equals_replay(start_worker):
+    worker = start_worker()
+    s = worker.settings
+    lines = list(read_lines(SAMPLE_TRACE))
+    expected = replayed(lines)
+    asyncio.run(produce(lines, s))
+
+    records = read_outputs(worker, lambda rs: count(rs, s.topic_decisions) >= len(expected)
+                           and count(rs, s.topic_revocations) >= 1)
+    # Give a duplicate command, if the worker were to send one, time to arrive.
+    records += read_outputs(worker, lambda rs: False, timeout=2.0)[len(records):]
+
+    commands = local.values(records, s.topic_revocations)
+    assert len(commands) == 1
+    assert commands[0]["task_id"] == "task-hijack-1"
+    assert commands[0]["credential_ids"] == ["cred-finance-7", "cred-hijack-1"]
+    assert not [c for c in commands if c["task_id"] == "task-benign-1"]
+
+    live = local.values(records, s.topic_decisions)
+    assert len(live) == len(expected) == 16
+    by_id = lambda ds: sorted(ds, key=lambda d: d["decision_id"])
+    assert by_id(live) == by_id(expected)  # the same decisions, field for field
+
+    alerts = local.values(records, s.topic_alerts)
+    assert {a["task_id"] for a in alerts} == {"task-hijack-1"}
+    assert all(a["verdict"] != "allow" for a in alerts)
+    # Decisions per task keep the order of the task's events.
+    hijack = [d["event_time"] for d in live if d["task_id"] == "task-hijack-1"]
+    assert hijack == sorted(hijack)
+
+    metrics = worker.get("/metrics").decode()
+    assert "intentwatch_revoke_commands_total 1.0" in metrics
+    assert 'intentwatch_decisions_total{verdict="revoke"} 4.0' in metrics
+
+
+MALFORMED = [
+    (b"this is not json", "not_json"),
+    (b'["an", "array"]', "not_object"),
+    (b'{"v": 1, "type": "agent.action", "task_id": "task-benign-1"}', "missing_field"),
+    (b'{"v": 1, "type": "task.end", "task_id": 7, "event_time": 1.0}', "wrong_type"),
+    (b'{"v": 99, "type": "task.end", "task_id": "x", "event_time": 1.0}', "unsupported_version"),
+    (b'{"v": 1, "type": "agent.teleport", "task_id": "x"}', "unknown_type"),
+    (orjson.dumps({"v": 1, "type": "task.end", "task_id": "big", "event_time": 1.0,
+                   "status": "x" * 600_000}), "oversize"),
+]
+
+
+def test_malformed_events_are_dead_lettered_and_good_ones_still_decided(start_worker):
+    worker = start_worker()
+    s = worker.settings
+    good = list(read_lines(SAMPLE_TRACE))
+    # Interleave the bad records between the good ones.
+    lines, bad_iter = [], iter(MALFORMED)
+    for i, line in enumerate(good):
+        lines.append(line)
+        bad = next(bad_iter, None) if i % 2 == 1 else None
+        if bad is not None:
+            lines.append((0, bad[0]))
+    assert sum(1 for _, raw in lines if raw not in dict(MALFORMED)) == len(good)
+    asyncio.run(produce(lines, s))
+
+    records = read_outputs(worker, lambda rs: count(rs, s.topic_decisions) >= 16
+                           and count(rs, s.topic_dead_letters) >= len(MALFORMED))
+    dead = [r for r in records if r.topic == s.topic_dead_letters]
+    reasons = sorted(dict(r.headers)["x-deadletter-reason"].decode() for r in dead)
+    assert reasons == sorted(code for _, code in MALFORMED)
+    # The dead letter keeps the original bytes, and says where it came from.
+    originals = {r.value for r in dead}
+    assert originals == {raw for raw, _ in MALFORMED}
+    assert all(dict(r.headers)["x-deadletter-topic"] == s.topic_actions.encode() for r in dead)
+
+    live = local.values(records, s.topic_decisions)
+    assert sorted(d["decision_id"] for d in live) == sorted(
+        d["decision_id"] for d in replayed(good))
+    assert worker.proc.poll() is None  # still running
+    metrics = worker.get("/metrics").decode()
+    for _, code in MALFORMED:
+        assert f'intentwatch_dead_letters_total{{reason="{code}"}} 1.0' in metrics

@@ -1,0 +1,59 @@
+"""Per-task window state: counts, bounds, and that it is plain JSON data."""
+
+import orjson
+
+from monitor import state as st
+from monitor.catalog import Catalog
+
+CATALOG = Catalog.from_dict({"tools": {"send": {"capabilities": ["send"], "targets": ["to"]},
+                                       "read": {"capabilities": ["read"]}}})
+
+
+def act(tool, t, **args):
+    return {"tool": tool, "event_time": t, "args": args, "call_id": f"c{t}"}
+
+
+def test_window_counts_tools_side_effects_resources_and_sequence():
+    task = st.new_task("t")
+    st.record_action(task, act("read", 1.0), CATALOG.get("read"))
+    st.record_action(task, act("send", 2.0, to="a@x"), CATALOG.get("send"))
+    st.record_action(task, act("send", 3.0, to=["a@x", "b@x"]), CATALOG.get("send"))
+    w = task["window"]
+    assert (w["actions"], w["side_effects"]) == (3, 2)
+    assert w["per_tool"] == {"read": 1, "send": 2}
+    assert w["resources"] == ["a@x", "b@x"]
+    assert w["recent_tools"] == ["read", "send", "send"]
+    assert (w["first_time"], w["last_time"]) == (1.0, 3.0)
+    assert orjson.loads(orjson.dumps(task)) == task
+
+
+def test_rate_window_keeps_only_recent_event_times():
+    task = st.new_task("t")
+    for t in (0.0, 10.0, 70.0, 75.0):
+        st.record_action(task, act("read", t), CATALOG.get("read"))
+    assert task["window"]["recent_times"] == [70.0, 75.0]
+
+
+def test_lists_are_bounded():
+    task = st.new_task("t")
+    for i in range(500):
+        st.record_action(task, act("send", float(i), to=f"u{i}@x"), CATALOG.get("send"))
+    w = task["window"]
+    assert len(w["resources"]) == st.MAX_RESOURCES
+    assert len(w["recent_tools"]) == st.RECENT_TOOLS
+    assert len(task["open_calls"]) == st.MAX_OPEN_CALLS
+
+
+def test_completion_closes_its_request_and_counts_errors():
+    task = st.new_task("t")
+    st.record_action(task, act("read", 1.0), CATALOG.get("read"))
+    assert st.record_completion(task, {"call_id": "c1.0", "status": "error"}) is True
+    assert task["window"]["errors"] == 1
+    assert st.record_completion(task, {"call_id": "c1.0", "status": "ok"}) is False
+
+
+def test_pending_holds_are_bounded_and_push_out_the_oldest():
+    task = st.new_task("t")
+    pushed = [st.hold_pending(task, {"n": i}) for i in range(st.MAX_PENDING + 2)]
+    assert pushed[: st.MAX_PENDING] == [None] * st.MAX_PENDING
+    assert pushed[-2:] == [{"n": 0}, {"n": 1}]
