@@ -84,6 +84,20 @@ def cmd_demo(args, settings: Settings) -> int:
     return run_demo(SAMPLE_TRACE, SAMPLE_CATALOG, keep=args.keep_running)
 
 
+def cmd_import(args, settings: Settings) -> int:
+    from monitor.importers.agentdojo import import_runs
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 250 == 0:
+            print(f"\r  {done}/{total} runs", end="\n" if done == total else "", flush=True,
+                  file=sys.stderr)
+
+    summary = import_runs(args.runs_dir, args.tasks, args.output, args.suite_version, progress)
+    print(f"imported {summary['imported']} runs ({summary['events']} events) into "
+          f"{args.output}: {dict(summary['by_kind'])}; skipped {dict(summary['skipped'])}")
+    return 0
+
+
 def cmd_schemas(args, settings: Settings) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-running", action="store_true",
                    help="leave broker and worker up until Ctrl-C")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("import", help="turn recorded agent runs into intentwatch events")
+    isub = p.add_subparsers(dest="source", required=True)
+    p = isub.add_parser("agentdojo", help="AgentDojo runs tree -> events.jsonl + labels.jsonl")
+    p.add_argument("runs_dir", help="runs/ folder of AgentDojo")
+    p.add_argument("--tasks", required=True, help="tasks.json shipped beside the runs")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--suite-version", default="v1",
+                   help="suite version of runs without benchmark_version (default v1)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the event contracts")
     p.add_argument("-o", "--output", default="docs/schemas")

@@ -1,0 +1,1 @@
+"""Importers: turn recorded agent traces from other tools into intentwatch events."""
