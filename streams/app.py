@@ -14,9 +14,9 @@ import orjson
 from monitor import metrics
 from monitor.catalog import Catalog
 from monitor.config import Settings
-from monitor.engine import Engine
 from monitor.pipeline import Pipeline, dead_letter_headers
-from monitor.policy import ALLOW
+from monitor.policy import ALLOW, Policy
+from monitor.profiles import build_engine
 
 log = logging.getLogger("intentwatch.worker")
 
@@ -56,7 +56,8 @@ def create_app(settings: Settings) -> faust.App:
     tasks = app.Table("tasks", default=None, partitions=settings.partitions,
                       key_type=str, value_type=dict)
     catalog = Catalog.load(settings.catalog) if settings.catalog else Catalog()
-    engine = Engine(catalog=catalog, store=tasks)
+    engine = build_engine("full", catalog, Policy(settings.alert_at, settings.revoke_at),
+                          store=tasks)
     pipeline = Pipeline(engine, settings.max_event_bytes)
 
     @app.agent(inputs)

@@ -16,8 +16,8 @@ import orjson
 from monitor.catalog import Catalog
 from monitor.config import Settings
 from monitor.contracts import SPECS, json_schema
-from monitor.engine import Engine
 from monitor.policy import Policy
+from monitor.profiles import PROFILES, build_engine
 from monitor.replay import read_lines, replay
 
 DATA = Path(__file__).resolve().parents[1] / "monitor" / "data"
@@ -43,7 +43,7 @@ def cmd_worker(args, settings: Settings) -> int:
 def cmd_replay(args, settings: Settings) -> int:
     catalog = Catalog.load(args.catalog) if args.catalog else (
         Catalog.load(settings.catalog) if settings.catalog else Catalog())
-    engine = Engine(catalog=catalog, policy=Policy(settings.alert_at, settings.revoke_at))
+    engine = build_engine(args.profile, catalog, Policy(settings.alert_at, settings.revoke_at))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     dead = Path(args.dead_letters) if args.dead_letters else out.with_suffix(".deadletters.jsonl")
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decision records (JSON lines), default out/decisions.jsonl")
     p.add_argument("--dead-letters", help="where bad lines go (default beside --output)")
     p.add_argument("--catalog", help="tool catalog JSON (default INTENTWATCH_CATALOG)")
+    p.add_argument("--profile", default="full", choices=PROFILES,
+                   help="detector line-up (default full; allowlist is the baseline)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=cmd_replay)
 
