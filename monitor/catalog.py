@@ -7,7 +7,9 @@ A deployment describes its tools as data (JSON). Capability classes:
   money     moves money
   delete    destroys data
   identity  changes identity, credentials or permissions
-A tool is side-effecting when it has any capability other than `read`.
+A tool is side-effecting when it has any capability other than `read`. A tool marked
+`open_world` reaches outside the system (a web fetch): even a read there can leak data through
+its target, so its targets are checked like a side effect's.
 
 Unknown tools get the conservative default: side-effecting (`write`), so a tool nobody described
 is never treated as harmless.
@@ -28,6 +30,7 @@ class ToolSpec:
     capabilities: frozenset[str]
     targets: tuple[str, ...] = ()  # argument names that name a target (recipient, url, path...)
     known: bool = True
+    open_world: bool = False       # reaches outside the system (MCP openWorldHint): a web fetch
 
     @property
     def side_effecting(self) -> bool:
@@ -62,7 +65,8 @@ class Catalog:
             bad = caps - set(CAPABILITIES)
             if bad:
                 raise ValueError(f"tool {name!r}: unknown capabilities {sorted(bad)}")
-            tools[name] = ToolSpec(name, caps, tuple(entry.get("targets", ())))
+            tools[name] = ToolSpec(name, caps, tuple(entry.get("targets", ())),
+                                   open_world=bool(entry.get("open_world", False)))
         default = frozenset(data.get("default", {}).get("capabilities", DEFAULT_CAPABILITIES))
         return cls(tools, default)
 

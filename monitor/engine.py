@@ -17,7 +17,7 @@ from . import state as st
 from .catalog import Catalog
 from .detectors import Detector, finding, scope_rules
 from .detectors.base import CERTAIN, SUSPICIOUS
-from .policy import REVOKE, Policy, fuse
+from .policy import ALLOW, REVOKE, Policy, fuse
 from .revocation import revoke_command
 
 
@@ -28,6 +28,16 @@ class Engine:
         self.detectors = detectors if detectors is not None else scope_rules()
         self.policy = policy or Policy()
         self.store = store if store is not None else {}
+
+    # -- learned state -----------------------------------------------------------------------
+    def model_state(self) -> dict[str, bytes]:
+        """Snapshot of every learned detector, by name (rules have none)."""
+        return {d.name: blob for d in self.detectors if (blob := d.state()) is not None}
+
+    def load_model_state(self, snapshot: dict[str, bytes]) -> None:
+        for det in self.detectors:
+            if det.name in snapshot:
+                det.load_state(snapshot[det.name])
 
     # -- entry point -------------------------------------------------------------------------
     def process(self, event: dict) -> list[dict]:
@@ -68,6 +78,10 @@ class Engine:
             pending, task["pending"] = task["pending"], []
             decisions = [self._decide_without_intent(task, a) for a in pending]
         decisions.append(self._decide(task, end, []))
+        if task["intent"] is not None:
+            clean = not task["flagged"]
+            for det in self.detectors:
+                det.task_ended(task, clean)
         return decisions
 
     def _on_action(self, task: dict, action: dict) -> list[dict]:
@@ -79,15 +93,18 @@ class Engine:
     # -- deciding ----------------------------------------------------------------------------
     def _decide_action(self, task: dict, action: dict) -> dict:
         spec = self.catalog.get(action["tool"])
-        if action["phase"] == "completed" and st.record_completion(task, action):
-            reasons = []  # its request was already decided; the result only updates state
-        else:
-            reasons = []
+        reasons = []
+        completed = action["phase"] == "completed"
+        if not (completed and st.record_completion(task, action)):
+            # A request, or a completion whose request this monitor never saw: score it.
             for det in self.detectors:
                 reasons.extend(det.score_one(action, task, spec))
             for det in self.detectors:
-                det.learn_one(action, task, spec)
+                det.learn_one(action, task, spec, reasons)
             st.record_action(task, action, spec)
+        if completed:
+            for det in self.detectors:
+                det.observe_result(action, task, spec)
         if task["revoked_at"] is not None:
             reasons.append(finding("engine", "task_revoked", CERTAIN,
                                    "the task's credentials were revoked earlier",
@@ -118,6 +135,8 @@ class Engine:
             "reasons": reasons,
             "command": None,
         }
+        if verdict != ALLOW:
+            task["flagged"] = True
         if verdict == REVOKE:
             decision["command"] = self._revoke(task, event, decision)
         return decision

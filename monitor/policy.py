@@ -1,8 +1,8 @@
 """Fusion and policy: findings to one risk, risk to a verdict.
 
-Fusion takes the strongest finding (a violation is not made milder by other evidence) and adds
-a little for each further independent finding, capped at 1. The policy compares the risk with
-two thresholds.
+Fusion combines independent evidence with a noisy-or. Findings that rest on the same evidence
+(they name the same `basis`, e.g. one verdict of the injection model seen by two detectors)
+count once, at their strongest. The policy compares the risk with two thresholds.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ ALLOW, ALERT, REVOKE = "allow", "alert", "revoke"
 
 
 def fuse(findings: list[dict]) -> float:
-    """Noisy-or of the findings' risks: 1 - prod(1 - r)."""
+    """Noisy-or over independent evidence: 1 - prod(1 - r), one r per basis."""
+    strongest: dict = {}
+    for i, f in enumerate(findings):
+        basis = f.get("basis") or i
+        strongest[basis] = max(strongest.get(basis, 0.0), f["risk"])
     miss = 1.0
-    for f in findings:
-        miss *= 1.0 - f["risk"]
+    for risk in strongest.values():
+        miss *= 1.0 - risk
     return round(1.0 - miss, 6)
 
 

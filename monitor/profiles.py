@@ -5,6 +5,10 @@ from __future__ import annotations
 from .catalog import Catalog
 from .detectors import scope_rules
 from .detectors.allowlist import Allowlist
+from .detectors.argument_grounding import ArgumentGrounding
+from .detectors.injection_evidence import InjectionEvidence
+from .detectors.sequence_model import SequenceModel
+from .detectors.window_anomaly import WindowAnomaly
 from .engine import Engine
 from .policy import Policy
 
@@ -15,8 +19,12 @@ def build_engine(profile: str = "full", catalog: Catalog | None = None,
                  policy: Policy | None = None, store=None) -> Engine:
     if profile == "allowlist":
         detectors = [Allowlist()]
-    elif profile in ("full", "rules"):
+    elif profile == "rules":
         detectors = scope_rules()
+    elif profile == "full":
+        catalog = catalog or Catalog()
+        detectors = scope_rules() + [InjectionEvidence(catalog), ArgumentGrounding(),
+                                     SequenceModel(catalog), WindowAnomaly()]
     else:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     return Engine(catalog=catalog, detectors=detectors, policy=policy, store=store)

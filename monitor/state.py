@@ -22,6 +22,7 @@ def new_task(task_id: str) -> dict:
         "ended_at": None,        # event time of task.end
         "revoked": [],           # credential ids this monitor has revoked for the task
         "revoked_at": None,      # event time of the first revoke decision
+        "flagged": False,        # any alert or revoke so far (a flagged task teaches no model)
         "pending": [],           # actions that arrived before the intent (bounded)
         "open_calls": [],        # call ids requested and not yet completed (bounded)
         "window": {

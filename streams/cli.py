@@ -98,6 +98,29 @@ def cmd_import(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval(args, settings: Settings) -> int:
+    from monitor.evaluation import evaluate
+    from monitor.report import summary_table, write_report
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r  {done}/{total} events", end="\n" if done == total else "", flush=True,
+              file=sys.stderr)
+
+    try:
+        figures = evaluate(args.events, args.labels, args.catalog, args.profile, progress)
+    except ValueError as exc:  # unknown profile, bad catalog
+        print(f"intentwatch: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(figures))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
+        print(f"figures in {args.json}")
+    if args.report:
+        print(f"report in {write_report(figures, args.report)}")
+    return 0
+
+
 def cmd_schemas(args, settings: Settings) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite-version", default="v1",
                    help="suite version of runs without benchmark_version (default v1)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("eval", help="replay labelled runs; recall and false alarms vs baseline")
+    p.add_argument("events", help="events, one JSON event per line")
+    p.add_argument("labels", help="labels, one JSON object per run (see import agentdojo)")
+    p.add_argument("--catalog", help="tool catalog JSON (default: the AgentDojo catalog)")
+    p.add_argument("--profile", default="full", help="detector profile to evaluate (default full)")
+    p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--report", help="write an HTML report (index.html) into this folder")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the event contracts")
     p.add_argument("-o", "--output", default="docs/schemas")

@@ -2,8 +2,10 @@
 
 `score_one(action, task, spec)` looks at a requested action in the light of the task's state
 *before* the action is recorded and returns findings (possibly none). `learn_one` is then called
-with the same arguments so learned detectors update after scoring (prequential: score, then
-learn). Rule detectors learn nothing.
+with the same arguments plus every finding of that action (so a learned detector can take the
+rules' verdict as a label): prequential, score first, then learn. Two more hooks let detectors
+watch what is not an action: `observe_result` sees each completed call's result, `task_ended`
+sees a task end and whether it ended clean (no alert, no revoke). Rule detectors use none.
 
 A finding is a plain dict: detector, code, risk in [0, 1], a message for people, and evidence.
 """
@@ -16,9 +18,15 @@ VIOLATION = 0.95   # a side effect outside the declared intent
 SUSPICIOUS = 0.6   # outside the intent, but harmless on its own (a read)
 
 
-def finding(detector: str, code: str, risk: float, message: str, **evidence) -> dict:
-    return {"detector": detector, "code": code, "risk": risk, "message": message,
-            "evidence": evidence}
+def finding(detector: str, code: str, risk: float, message: str, basis: str | None = None,
+            **evidence) -> dict:
+    """`basis` names the evidence a finding rests on when another finding may rest on the same
+    (fusion then counts it once)."""
+    f = {"detector": detector, "code": code, "risk": risk, "message": message,
+         "evidence": evidence}
+    if basis:
+        f["basis"] = basis
+    return f
 
 
 class Detector:
@@ -27,12 +35,18 @@ class Detector:
     def score_one(self, action: dict, task: dict, spec) -> list[dict]:
         raise NotImplementedError
 
-    def learn_one(self, action: dict, task: dict, spec) -> None:
+    def learn_one(self, action: dict, task: dict, spec, findings: list[dict]) -> None:
         return None
 
-    def state(self) -> dict:
-        """Learned state as plain data (empty for rules)."""
-        return {}
+    def observe_result(self, action: dict, task: dict, spec) -> None:
+        return None
 
-    def load_state(self, state: dict) -> None:
+    def task_ended(self, task: dict, clean: bool) -> None:
+        return None
+
+    def state(self) -> bytes | None:
+        """Learned state as bytes (None for rules), to snapshot and restore models."""
+        return None
+
+    def load_state(self, blob: bytes) -> None:
         return None

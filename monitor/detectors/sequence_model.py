@@ -1,0 +1,81 @@
+"""Sequence model: how improbable is this move, for this kind of task?
+
+A move is a step from the previous action's state to this one's, where a state is the tool's
+strongest capability class, whether the intent declared it, and whether the task had read
+suspicious content just before. Transition counts are learned online with river's
+`proba.Multinomial`, one per (intent class, previous state), where the intent class is the set
+of capability classes of the declared tools. It learns only from tasks that ended clean, so the
+attacks it should flag never teach it that they are normal. A move seen less than 2% of the time
+(with Laplace smoothing) in a context with enough history is flagged, e.g. a read of untrusted
+content followed by an outbound send that the goal's tools never do.
+"""
+
+import pickle
+
+from river import proba
+
+from .base import Detector, finding
+
+SEVERITY = ("identity", "money", "delete", "send", "write", "read")  # strongest first
+MIN_HISTORY = 30
+IMPROBABLE = 0.02
+RISK = 0.5
+MAX_SEQUENCE = 32
+
+
+def capability(spec) -> str:
+    return next((c for c in SEVERITY if c in spec.capabilities), "read")
+
+
+class SequenceModel(Detector):
+    name = "sequence_model"
+
+    def __init__(self, catalog):
+        self.catalog = catalog
+        self.models: dict[str, proba.Multinomial] = {}
+
+    def intent_class(self, task) -> str:
+        caps = sorted({capability(self.catalog.get(t)) for t in task["intent"]["tools"]})
+        return "+".join(caps) or "none"
+
+    def _state(self, action, task, spec) -> str:
+        declared = "d" if action["tool"] in task["intent"]["tools"] else "u"
+        tainted = "s" if (task.get("provenance") or {}).get("suspicion", 0) >= 0.5 else "c"
+        return f"{capability(spec)}:{declared}:{tainted}"
+
+    def _context(self, task) -> str:
+        seq = task.get("sequence") or ["start"]
+        return f"{self.intent_class(task)}|{seq[-1]}"
+
+    def score_one(self, action, task, spec):
+        model = self.models.get(self._context(task))
+        if model is None or model.n_samples < MIN_HISTORY:
+            return []
+        state = self._state(action, task, spec)
+        p = (model.counts.get(state, 0) + 1) / (model.n_samples + len(model.counts) + 1)
+        if p >= IMPROBABLE:
+            return []
+        return [finding(self.name, "improbable_move", RISK,
+                        f"move to {state} is rare for this kind of task (p={p:.3f})",
+                        context=self._context(task), state=state, probability=round(p, 4))]
+
+    def learn_one(self, action, task, spec, findings):
+        # Only the path is recorded here; the counts learn when the task ends clean.
+        seq = task.setdefault("sequence", [])
+        seq.append(self._state(action, task, spec))
+        del seq[:-MAX_SEQUENCE]
+
+    def task_ended(self, task, clean):
+        if not clean or not task["intent"]:
+            return
+        cls = self.intent_class(task)
+        previous = "start"
+        for state in task.get("sequence", []):
+            self.models.setdefault(f"{cls}|{previous}", proba.Multinomial()).update(state)
+            previous = state
+
+    def state(self) -> bytes:
+        return pickle.dumps(self.models)
+
+    def load_state(self, blob: bytes) -> None:
+        self.models = pickle.loads(blob)

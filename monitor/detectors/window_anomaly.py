@@ -1,0 +1,66 @@
+"""Window anomaly: river's Half-Space Trees over the task's window features.
+
+Features (each scaled into [0, 1], as Half-Space Trees need): how many actions, the share that
+were side effects, errors, distinct targets per action, undeclared tools, the recent rate, and
+the highest suspicion of the content read. The forest is seeded, so scores are reproducible.
+It learns from actions that raised no alert, so hijacks do not become the norm. Its finding is
+deliberately mild: an unusual shape of activity is a reason to look, not to revoke.
+"""
+
+import pickle
+
+from river import anomaly
+
+from .base import Detector, finding
+
+ANOMALOUS = 0.9
+RISK = 0.3
+MIN_LEARNED = 200
+
+
+def window_features(action, task, spec) -> dict[str, float]:
+    w = task["window"]
+    n = w["actions"] + 1
+    declared = task["intent"]["tools"]
+    undeclared = sum(c for t, c in w["per_tool"].items() if t not in declared)
+    undeclared += action["tool"] not in declared
+    return {
+        "actions": min(n, 50) / 50,
+        "side_effects": (w["side_effects"] + spec.side_effecting) / n,
+        "errors": w["errors"] / n,
+        "targets": min(len(w["resources"]) / n, 1.0),
+        "undeclared": undeclared / n,
+        "rate": min(len(w["recent_times"]) + 1, 30) / 30,
+        "suspicion": (task.get("provenance") or {}).get("suspicion", 0.0),
+    }
+
+
+class WindowAnomaly(Detector):
+    name = "window_anomaly"
+
+    def __init__(self, seed: int = 42):
+        self.model = anomaly.HalfSpaceTrees(n_trees=15, height=8, window_size=100, seed=seed)
+        self.learned = 0
+
+    def score_one(self, action, task, spec):
+        if self.learned < MIN_LEARNED:
+            return []
+        feats = window_features(action, task, spec)
+        score = self.model.score_one(feats)
+        if score < ANOMALOUS:
+            return []
+        return [finding(self.name, "unusual_window", RISK,
+                        f"the task's activity is unusual (anomaly score {score:.2f})",
+                        score=round(score, 4), features={k: round(v, 3) for k, v in feats.items()})]
+
+    def learn_one(self, action, task, spec, findings):
+        if any(f["risk"] >= 0.5 for f in findings):
+            return
+        self.model.learn_one(window_features(action, task, spec))
+        self.learned += 1
+
+    def state(self) -> bytes:
+        return pickle.dumps((self.model, self.learned))
+
+    def load_state(self, blob: bytes) -> None:
+        self.model, self.learned = pickle.loads(blob)
