@@ -12,7 +12,8 @@ A tool is side-effecting when it has any capability other than `read`. A tool ma
 its target, so its targets are checked like a side effect's.
 
 Unknown tools get the conservative default: side-effecting (`write`), so a tool nobody described
-is never treated as harmless.
+is never treated as harmless. An entry may give MCP tool annotations instead of capabilities
+(see `from_mcp_annotations`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ class Catalog:
     def from_dict(cls, data: dict) -> Catalog:
         tools = {}
         for name, entry in data.get("tools", {}).items():
-            caps = frozenset(entry.get("capabilities", ()))
+            if "capabilities" not in entry and "annotations" in entry:
+                entry = {**entry, **from_mcp_annotations(entry["annotations"])}
+            caps = frozenset(entry.get("capabilities", DEFAULT_CAPABILITIES))
             bad = caps - set(CAPABILITIES)
             if bad:
                 raise ValueError(f"tool {name!r}: unknown capabilities {sorted(bad)}")
@@ -73,3 +76,25 @@ class Catalog:
     @classmethod
     def load(cls, path: str | Path) -> Catalog:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def from_mcp_annotations(annotations: dict) -> dict:
+    """Capabilities from MCP tool annotations, when a catalog entry has no capabilities of its
+    own. MCP's defaults are the cautious ones: a tool is not read-only, is destructive, and
+    reaches the open world unless its annotations say otherwise.
+      readOnlyHint true            -> read
+      destructiveHint false        -> write (changes state, destroys nothing)
+      otherwise                    -> write + delete
+      openWorldHint (default true) -> open_world, and send for a tool that is not read-only
+    """
+    read_only = annotations.get("readOnlyHint", False) is True
+    open_world = annotations.get("openWorldHint", True) is not False
+    if read_only:
+        caps = ["read"]
+    elif annotations.get("destructiveHint", True) is False:
+        caps = ["write"]
+    else:
+        caps = ["write", "delete"]
+    if open_world and not read_only:
+        caps.append("send")
+    return {"capabilities": caps, "open_world": open_world}

@@ -37,6 +37,7 @@ class Settings:
     web_port: int = 6066
     data_dir: str = "intentwatch-data"
     fast_rebalance: bool = False      # short session/rebalance timeouts (tests, demo)
+    model_snapshot_seconds: float = 30.0  # how often learned models are saved to Kafka
     env_names: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -60,6 +61,8 @@ class Settings:
         if not 0 < self.alert_at <= self.revoke_at <= 1:
             raise ValueError("INTENTWATCH_ALERT_AT and INTENTWATCH_REVOKE_AT must satisfy "
                              "0 < alert_at <= revoke_at <= 1")
+        if self.model_snapshot_seconds <= 0:
+            raise ValueError("INTENTWATCH_MODEL_SNAPSHOT_SECONDS must be positive")
         if self.max_event_bytes < 1024:
             raise ValueError("INTENTWATCH_MAX_EVENT_BYTES must be at least 1024")
 

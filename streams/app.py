@@ -7,6 +7,8 @@ Everything that decides lives in `monitor`; this module moves bytes between Kafk
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import MutableMapping
 
 import faust
 import orjson
@@ -18,10 +20,39 @@ from monitor.pipeline import Pipeline, dead_letter_headers
 from monitor.policy import ALLOW, Policy
 from monitor.profiles import build_engine
 
+from . import models
+
 log = logging.getLogger("intentwatch.worker")
 
 
-def create_app(settings: Settings) -> faust.App:
+class JsonStore(MutableMapping):
+    """The engine's task store over a Faust table of raw bytes: orjson in and out, so the
+    changelog holds plain JSON and recovery needs no model classes."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __getitem__(self, key: str) -> dict:
+        return orjson.loads(self.table[key.encode()])
+
+    def get(self, key: str, default=None):
+        raw = self.table.get(key.encode())
+        return default if raw is None else orjson.loads(raw)
+
+    def __setitem__(self, key: str, value: dict) -> None:
+        self.table[key.encode()] = orjson.dumps(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __iter__(self):
+        return (k.decode() for k in self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = None) -> faust.App:
     fast = {}
     if settings.fast_rebalance:
         # Measured: Faust's 60 s defaults make every group join take ~30 s (shared NOTES.md).
@@ -53,12 +84,33 @@ def create_app(settings: Settings) -> faust.App:
     revocations_topic = raw_topic(settings.topic_revocations)
     dead_letters_topic = raw_topic(settings.topic_dead_letters)
 
+    # Raw bytes in the table and its changelog; the engine sees dicts through JsonStore.
+    # (key_type=bytes makes Faust pick the raw codec for the table and its changelog.)
     tasks = app.Table("tasks", default=None, partitions=settings.partitions,
-                      key_type=str, value_type=dict)
+                      key_type=bytes, value_type=bytes)
     catalog = Catalog.load(settings.catalog) if settings.catalog else Catalog()
     engine = build_engine("full", catalog, Policy(settings.alert_at, settings.revoke_at),
-                          store=tasks)
+                          store=JsonStore(tasks))
+    if model_snapshot:
+        engine.load_model_state(model_snapshot)
+        # Faust configures logging later, when the worker starts: say it on stderr.
+        print(f"intentwatch: restored learned models: {sorted(model_snapshot)}",
+              file=sys.stderr, flush=True)
     pipeline = Pipeline(engine, settings.max_event_bytes)
+    models_topic = app.topic(models.topic_name(settings), key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw", partitions=1)
+
+    async def save_models() -> None:
+        for name, blob in engine.model_state().items():
+            await models_topic.send(key=name.encode(), value=models.encode(blob))
+
+    @app.timer(interval=settings.model_snapshot_seconds)
+    async def snapshot_models():
+        await save_models()
+
+    @app.on_before_shutdown.connect
+    async def snapshot_on_stop(app, **kwargs):
+        await save_models()
 
     @app.agent(inputs)
     async def decide(stream):

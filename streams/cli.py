@@ -28,13 +28,17 @@ SAMPLE_CATALOG = DATA / "sample_catalog.json"
 def cmd_worker(args, settings: Settings) -> int:
     from faust.worker import Worker
 
+    from . import models
     from .app import create_app
     from .produce import ensure_topics
 
     # Create every topic with the configured partitions, so the inputs are co-partitioned
     # with the task table whichever side starts first.
     asyncio.run(ensure_topics(settings, settings.topics()))
-    app = create_app(settings)
+    asyncio.run(ensure_topics(settings, [models.topic_name(settings)], partitions=1,
+                              config={"cleanup.policy": "compact"}))
+    snapshot = asyncio.run(models.load_snapshot(settings))
+    app = create_app(settings, snapshot)
     worker = Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0

@@ -29,12 +29,14 @@ def route(raw: bytes, settings: Settings) -> tuple[str, bytes | None]:
     return topic, key
 
 
-async def ensure_topics(settings: Settings, names: list[str]) -> None:
+async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,
+                        config: dict | None = None) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(n, settings.partitions, 1) for n in names if n not in existing]
+        new = [NewTopic(n, partitions or settings.partitions, 1, topic_configs=config or {})
+               for n in names if n not in existing]
         if new:
             try:
                 await admin.create_topics(new)

@@ -14,6 +14,7 @@ from monitor.replay import read_lines, replay
 from streams import local
 from streams.produce import produce
 
+from . import synthetic
 from .conftest import SAMPLE_CATALOG, SAMPLE_TRACE
 
 pytestmark = pytest.mark.kafka
@@ -112,3 +113,29 @@ def test_malformed_events_are_dead_lettered_and_good_ones_still_decided(start_wo
     metrics = worker.get("/metrics").decode()
     for _, code in MALFORMED:
         assert f'intentwatch_dead_letters_total{{reason="{code}"}} 1.0' in metrics
+
+
+def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_bytes(orjson.dumps(synthetic.CATALOG))
+    prefix = f"restart-{tmp_path.name[-12:]}"
+    training = [e for i in range(60) for e in synthetic.benign(i, 100.0 * i)]
+    odd = synthetic.task("odd", ["read_inbox", "send_email"], "Reply to my boss", 10**5, [
+        ("send_email", {"to": "x"}, "sent")])
+    as_lines = lambda evs: [(0, orjson.dumps(e)) for e in evs]
+
+    first = start_worker(prefix, catalog=catalog, model_snapshot_seconds=600)
+    s = first.settings
+    asyncio.run(produce(as_lines(training), s))
+    read_outputs(first, lambda rs: count(rs, s.topic_decisions) >= len(training), timeout=90)
+    assert local.stop_worker(first.proc) == 0  # a clean stop snapshots the models
+
+    second = start_worker(prefix, catalog=catalog, model_snapshot_seconds=600)
+    asyncio.run(produce(as_lines(odd), s))
+    records = read_outputs(second, lambda rs: count(rs, s.topic_decisions)
+                           >= len(training) + len(odd), timeout=90)
+    live = [d for d in local.values(records, s.topic_decisions) if d["task_id"] == "odd"]
+    send = next(d for d in live if d["phase"] == "requested")
+    # Only a sequence model that remembers the 60 clean tasks finds this move improbable.
+    assert "improbable_move" in {r["code"] for r in send["reasons"]}
+    assert "restored learned models" in second.log.read_text()
