@@ -16,7 +16,7 @@ import orjson
 
 from monitor.catalog import Catalog
 from monitor.config import Settings
-from monitor.engine import Engine
+from monitor.profiles import build_engine
 from monitor.replay import read_lines, replay
 
 from . import local
@@ -28,8 +28,8 @@ def _say(text: str) -> None:
 
 
 def _expected(trace: Path, catalog: Path) -> list[dict]:
-    return replay(read_lines(trace), Engine(catalog=Catalog.load(catalog)), 10**7,
-                  io.BytesIO(), io.BytesIO())["decisions"]
+    engine = build_engine("full", Catalog.load(catalog))  # the worker's line-up
+    return replay(read_lines(trace), engine, 10**7, io.BytesIO(), io.BytesIO())["decisions"]
 
 
 def _show(record) -> None:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from monitor.catalog import Catalog
-from monitor.engine import Engine
+from monitor.profiles import build_engine
 from monitor.replay import read_lines, replay
 from streams import local
 from streams.produce import produce
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.kafka
 
 
 def replayed(lines) -> list[dict]:
-    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    engine = build_engine("full", Catalog.load(SAMPLE_CATALOG))  # the worker's line-up
     return replay(lines, engine, 512 * 1024, io.BytesIO(), io.BytesIO())["decisions"]
 
 
@@ -122,6 +122,9 @@ def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
     training = [e for i in range(60) for e in synthetic.benign(i, 100.0 * i)]
     odd = synthetic.task("odd", ["read_inbox", "send_email"], "Reply to my boss", 10**5, [
         ("send_email", {"to": "x"}, "sent")])
+    # An action of a task that ended before the restart: only recovered task state knows that.
+    late = dict(synthetic.benign(0, 0.0)[1], event_id="late-1", event_time=10**5 + 50)
+    odd.append(late)
     as_lines = lambda evs: [(0, orjson.dumps(e)) for e in evs]
 
     first = start_worker(prefix, catalog=catalog, model_snapshot_seconds=600)
@@ -139,3 +142,7 @@ def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
     # Only a sequence model that remembers the 60 clean tasks finds this move improbable.
     assert "improbable_move" in {r["code"] for r in send["reasons"]}
     assert "restored learned models" in second.log.read_text()
+    after_end = next(d for d in local.values(records, s.topic_decisions)
+                     if d["event_id"] == "late-1")
+    assert after_end["verdict"] == "revoke"
+    assert "after_task_end" in {r["code"] for r in after_end["reasons"]}
