@@ -134,8 +134,8 @@ class InjectionEvidence(Detector):
 
     def learn_one(self, action, task, spec, findings):
         prov = task.get("provenance")
-        if not prov or not any(f["risk"] >= VIOLATION and f["detector"] in RULES
-                               for f in findings):
+        if not prov or not (any(f["risk"] >= VIOLATION and f["detector"] in RULES
+                                for f in findings) or _undeclared_open_world(findings, spec)):
             return
         # Label only the content the violating call took its targets from: values the goal
         # does not mention, found in what the task read.
@@ -177,6 +177,12 @@ class InjectionEvidence(Detector):
 
 # Rule detectors whose violations are certain enough to serve as labels.
 RULES = {"declared_tools", "resource_scope", "credential_binding"}
+
+
+def _undeclared_open_world(findings, spec) -> bool:
+    """An undeclared call that reaches outside the system (a web fetch): its target is worth
+    learning from even though the call only reads."""
+    return spec.open_world and any(f["code"] == "tool_not_declared" for f in findings)
 
 
 def _string_values(args: dict) -> list:
