@@ -29,6 +29,7 @@ class Settings:
     topic_alerts: str = "agent.alerts"
     topic_revocations: str = "agent.revocations"
     topic_dead_letters: str = "agent.deadletters"
+    topic_acks: str = "agent.revocations.acks"
     partitions: int = 4
     catalog: str = ""                 # path of a tool catalog JSON; empty: all tools unknown
     alert_at: float = 0.5
@@ -38,6 +39,9 @@ class Settings:
     data_dir: str = "intentwatch-data"
     fast_rebalance: bool = False      # short session/rebalance timeouts (tests, demo)
     model_snapshot_seconds: float = 30.0  # how often learned models are saved to Kafka
+    signing_key: str = ""             # PEM file of the Ed25519 key that signs revoke commands
+    verify_keys: str = ""             # comma-separated PEM files of trusted public keys
+    decide_token: str = ""            # bearer token of POST /v1/decide; empty: endpoint refuses
     env_names: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -68,7 +72,7 @@ class Settings:
 
     def topics(self) -> list[str]:
         return [self.topic_intents, self.topic_actions, self.topic_decisions, self.topic_alerts,
-                self.topic_revocations, self.topic_dead_letters]
+                self.topic_revocations, self.topic_dead_letters, self.topic_acks]
 
     @property
     def bootstrap(self) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 
+import orjson
+
 from . import state as st
 from .catalog import Catalog
 from .detectors import Detector, finding, scope_rules
@@ -53,6 +55,30 @@ class Engine:
             decisions = self._on_action(task, event)
         self.store[task_id] = task
         return decisions
+
+    def assess(self, action: dict) -> dict:
+        """Decide a proposed action (an agent.action, phase requested) against its task's
+        current state, changing nothing: no state, no learning, no revoke command. This is the
+        inline decision a gateway asks for before it runs a call; `allowed` is false when the
+        stream would revoke."""
+        stored = self.store.get(action["task_id"])
+        task = orjson.loads(orjson.dumps(stored)) if stored else st.new_task(action["task_id"])
+        if task["intent"] is None:
+            reasons = [finding("engine", "no_intent", CERTAIN,
+                               "no declared intent for this task")]
+        else:
+            spec = self.catalog.get(action["tool"])
+            reasons = [f for det in self.detectors for f in det.score_one(action, task, spec)]
+            if task["revoked_at"] is not None:
+                reasons.append(finding("engine", "task_revoked", CERTAIN,
+                                       "the task's credentials were revoked earlier",
+                                       revoked_at=task["revoked_at"]))
+        risk = fuse(reasons)
+        verdict = self.policy.verdict(risk)
+        return {"v": 1, "type": "inline.decision", "task_id": action["task_id"],
+                "event_id": action.get("event_id"), "tool": action["tool"],
+                "allowed": verdict != REVOKE, "verdict": verdict, "risk": risk,
+                "reasons": reasons}
 
     # -- event types -------------------------------------------------------------------------
     def _on_intent(self, task: dict, intent: dict) -> list[dict]:

@@ -111,3 +111,22 @@ def test_replay_writes_decisions_and_dead_letters():
     assert len(out.getvalue().splitlines()) == len(summary["decisions"]) == 16
     record = orjson.loads(dead.getvalue())
     assert (record["line"], record["reason"], record["original"]) == (99, "not_json", "garbage")
+
+
+def test_inline_assessment_denies_what_the_stream_would_revoke_and_changes_nothing():
+    evs = events()
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    hijack = next(e for e in evs if e["tool" if e["type"] == "agent.action" else "type"]
+                  == "send_money")
+    for e in evs[: evs.index(hijack)]:
+        engine.process(copy.deepcopy(e))
+    before = orjson.dumps(engine.store)
+    denied = engine.assess(hijack)
+    assert denied["allowed"] is False and denied["verdict"] == "revoke"
+    assert {r["code"] for r in denied["reasons"]} == {"credential_not_issued_to_task",
+                                                       "tool_not_declared"}
+    benign = next(e for e in evs if e.get("tool") == "send_email" and e["phase"] == "requested")
+    assert engine.assess(benign)["allowed"] is True
+    assert orjson.dumps(engine.store) == before  # nothing learned, nothing recorded
+    unknown = dict(benign, task_id="nobody")
+    assert engine.assess(unknown)["allowed"] is False
