@@ -41,15 +41,14 @@ class Settings:
     model_snapshot_seconds: float = 30.0  # how often learned models are saved to Kafka
     signing_key: str = ""             # PEM file of the Ed25519 key that signs revoke commands
     verify_keys: str = ""             # comma-separated PEM files of trusted public keys
-    decide_token: str = ""            # bearer token of POST /v1/decide; empty: endpoint refuses
-    env_names: dict = field(default_factory=dict, compare=False, repr=False)
+    # bearer token of POST /v1/decide (empty: the endpoint refuses every request); a secret,
+    # so it stays out of repr() and logs
+    decide_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
         values = {}
         for f in fields(cls):
-            if f.name == "env_names":
-                continue
             name = "INTENTWATCH_" + f.name.upper()
             cast = {bool: _bool, int: int, float: float, str: str}[type(f.default)]
             values[f.name] = _env(name, f.default, cast)
