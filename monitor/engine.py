@@ -19,6 +19,7 @@ from . import state as st
 from .catalog import Catalog
 from .detectors import Detector, finding, scope_rules
 from .detectors.base import CERTAIN, SUSPICIOUS
+from .detectors.credential_lifecycle import outliving
 from .policy import ALLOW, REVOKE, Policy, fuse
 from .revocation import revoke_command
 
@@ -51,6 +52,8 @@ class Engine:
             decisions = self._on_intent(task, event)
         elif etype == "task.end":
             decisions = self._on_end(task, event)
+        elif etype.startswith("credential."):
+            decisions = [self._on_credential(task, event)]
         else:
             decisions = self._on_action(task, event)
         self.store[task_id] = task
@@ -95,6 +98,18 @@ class Engine:
             decisions.append(self._decide_action(task, action))
         return decisions
 
+    def _on_credential(self, task: dict, event: dict) -> dict:
+        creds = task.setdefault("credentials", {})
+        cid = event["credential_id"]
+        if event["type"] == "credential.issued":
+            creds[cid] = {"workload_id": event["workload_id"], "expires_at": event["expires_at"],
+                          "revoked_at": None}
+        elif cid in creds:
+            known = creds[cid]["revoked_at"]
+            t = event["event_time"]
+            creds[cid]["revoked_at"] = t if known is None else min(known, t)
+        return self._decide(task, event, [])
+
     def _on_end(self, task: dict, end: dict) -> list[dict]:
         t = end["event_time"]
         task["ended_at"] = t if task["ended_at"] is None else min(task["ended_at"], t)
@@ -103,7 +118,7 @@ class Engine:
             # The intent never came: settle the held actions now rather than hold them forever.
             pending, task["pending"] = task["pending"], []
             decisions = [self._decide_without_intent(task, a) for a in pending]
-        decisions.append(self._decide(task, end, []))
+        decisions.append(self._decide(task, end, outliving(task, t)))
         if task["intent"] is not None:
             clean = not task["flagged"]
             for det in self.detectors:

@@ -32,7 +32,7 @@ def test_valid_action_decodes_to_the_same_dict():
 def test_sample_trace_is_valid():
     path = Path(__file__).resolve().parents[1] / "monitor" / "data" / "sample_trace.jsonl"
     events = [decode(line) for line in path.read_bytes().splitlines()]
-    assert {e["type"] for e in events} == set(SPECS)
+    assert {e["type"] for e in events} == {"task.intent", "agent.action", "task.end"}
 
 
 @pytest.mark.parametrize("data,code", [

@@ -3,6 +3,7 @@
 from .base import Detector, finding
 from .budget import Budget
 from .credential_binding import CredentialBinding
+from .credential_lifecycle import CredentialLifecycle
 from .declared_tools import DeclaredTools
 from .resource_scope import ResourceScope
 from .task_lifetime import TaskLifetime
@@ -10,7 +11,8 @@ from .task_lifetime import TaskLifetime
 
 def scope_rules() -> list[Detector]:
     """The rule detectors from the foundation, in a stable order."""
-    return [TaskLifetime(), CredentialBinding(), DeclaredTools(), ResourceScope(), Budget()]
+    return [TaskLifetime(), CredentialBinding(), CredentialLifecycle(), DeclaredTools(),
+            ResourceScope(), Budget()]
 
 
 __all__ = [

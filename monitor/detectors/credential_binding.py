@@ -1,6 +1,7 @@
 """A credential used by a task or an agent it was not issued to.
 
-The intent lists the credentials issued for the task and names the agent that runs it. An
+The intent lists the credentials issued for the task (and `credential.issued` events add to
+them) and names the agent that runs it. An
 action that presents another credential, or comes from another agent, is a stolen or reused
 identity: there is no honest explanation, so the risk is certain.
 """
@@ -15,7 +16,7 @@ class CredentialBinding(Detector):
         intent = task["intent"]
         out = []
         cred = action.get("credential_id")
-        issued = intent.get("credentials") or []
+        issued = list(intent.get("credentials") or []) + list(task.get("credentials") or {})
         if cred is not None and cred not in issued:
             out.append(finding(self.name, "credential_not_issued_to_task", CERTAIN,
                                f"credential {cred!r} was not issued to this task",
