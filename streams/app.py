@@ -13,7 +13,7 @@ from collections.abc import MutableMapping
 import faust
 import orjson
 
-from monitor import metrics
+from monitor import metrics, signing
 from monitor.catalog import Catalog
 from monitor.config import Settings
 from monitor.pipeline import Pipeline, dead_letter_headers
@@ -21,6 +21,7 @@ from monitor.policy import ALLOW, Policy
 from monitor.profiles import build_engine
 
 from . import models
+from .decide import register_decide_view
 
 log = logging.getLogger("intentwatch.worker")
 
@@ -50,6 +51,18 @@ class JsonStore(MutableMapping):
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+def command_signer(settings: Settings):
+    """Signs revoke commands with the configured Ed25519 key (INTENTWATCH_SIGNING_KEY). Without
+    one, commands go out unsigned, and consumers that verify will reject them."""
+    if not settings.signing_key:
+        print("intentwatch: no INTENTWATCH_SIGNING_KEY: revoke commands are NOT signed",
+              file=sys.stderr, flush=True)
+        return lambda command: command
+    key = signing.load_private_key(settings.signing_key)
+    kid = signing.key_id(key)
+    return lambda command: signing.sign_command(command, key, kid)
 
 
 def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = None) -> faust.App:
@@ -112,6 +125,8 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     async def snapshot_on_stop(app, **kwargs):
         await save_models()
 
+    sign = command_signer(settings)
+
     @app.agent(inputs)
     async def decide(stream):
         async for event in stream.events():
@@ -132,7 +147,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
                 if d["verdict"] != ALLOW:
                     await alerts_topic.send(key=key, value=body)
                 if d["command"] is not None:
-                    await revocations_topic.send(key=key, value=orjson.dumps(d["command"]))
+                    await revocations_topic.send(key=key, value=orjson.dumps(sign(d["command"])))
 
     @app.page("/metrics")
     async def metrics_view(web, request):
@@ -142,5 +157,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     @app.page("/healthz")
     async def health_view(web, request):
         return web.json({"status": "ok", "app_id": settings.app_id})
+
+    register_decide_view(app, engine, tasks, settings)
 
     return app

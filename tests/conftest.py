@@ -31,6 +31,18 @@ def kafka(tmp_path_factory) -> str:
     local.stop_broker(state)
 
 
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
+    """(private, public) PEM files of the Ed25519 key the test workers sign commands with."""
+    from monitor.signing import generate_key_pair
+
+    folder = tmp_path_factory.mktemp("keys")
+    private, public = generate_key_pair()
+    (folder / "signing.pem").write_bytes(private)
+    (folder / "signing.pub.pem").write_bytes(public)
+    return folder / "signing.pem", folder / "signing.pub.pem"
+
+
 class RunningWorker:
     def __init__(self, bootstrap: str, settings: Settings, proc, web_port: int, log: Path):
         self.bootstrap, self.settings, self.proc = bootstrap, settings, proc
@@ -42,7 +54,7 @@ class RunningWorker:
 
 
 @pytest.fixture
-def start_worker(kafka, tmp_path):
+def start_worker(kafka, tmp_path, signing_keys):
     """Start `intentwatch worker` processes on fresh topics; stops them after the test."""
     procs = []
 
@@ -51,7 +63,8 @@ def start_worker(kafka, tmp_path):
         names = {f"topic_{k}": f"{prefix}.{k}" for k in
                  ("intents", "actions", "decisions", "alerts", "revocations", "dead_letters")}
         values = dict(names, app_id=f"iw-{prefix}", fast_rebalance=1, catalog=SAMPLE_CATALOG,
-                      web_port=local.free_port(), data_dir=tmp_path / f"data-{prefix}")
+                      web_port=local.free_port(), data_dir=tmp_path / f"data-{prefix}",
+                      signing_key=signing_keys[0])
         values.update(overrides)
         env = local.worker_env(kafka, **values)
         log = tmp_path / f"worker-{prefix}.log"

@@ -9,8 +9,10 @@ import orjson
 import pytest
 
 from monitor.catalog import Catalog
+from monitor.enforcement.verify import Verifier
 from monitor.profiles import build_engine
 from monitor.replay import read_lines, replay
+from monitor.signing import load_public_key
 from streams import local
 from streams.produce import produce
 
@@ -35,7 +37,7 @@ def count(records, topic):
     return sum(r.topic == topic for r in records)
 
 
-def test_hijacked_task_is_revoked_once_and_live_equals_replay(start_worker):
+def test_hijacked_task_is_revoked_once_and_live_equals_replay(start_worker, signing_keys):
     worker = start_worker()
     s = worker.settings
     lines = list(read_lines(SAMPLE_TRACE))
@@ -52,11 +54,22 @@ def test_hijacked_task_is_revoked_once_and_live_equals_replay(start_worker):
     assert commands[0]["task_id"] == "task-hijack-1"
     assert commands[0]["credential_ids"] == ["cred-finance-7", "cred-hijack-1"]
     assert not [c for c in commands if c["task_id"] == "task-benign-1"]
+    # Signed by the worker's key: a consumer with the public key accepts it, once.
+    command = commands[0]
+    verifier = Verifier.for_keys([load_public_key(signing_keys[1])],
+                                 clock=lambda: command["issued_at"])
+    assert verifier.verify(command).accepted
+    assert verifier.verify(command).reason == "replayed"
+    forged = dict(command, credential_ids=["cred-someone-else"])
+    assert verifier.verify(forged).reason == "bad_signature"
 
     live = local.values(records, s.topic_decisions)
     assert len(live) == len(expected) == 16
     by_id = lambda ds: sorted(ds, key=lambda d: d["decision_id"])
     assert by_id(live) == by_id(expected)  # the same decisions, field for field
+    # The decision record embeds the command as decided; the bus copy adds the signature.
+    assert {k: v for k, v in command.items() if k not in ("signature", "key_id")} == next(
+        d["command"] for d in expected if d["command"])
 
     alerts = local.values(records, s.topic_alerts)
     assert {a["task_id"] for a in alerts} == {"task-hijack-1"}
