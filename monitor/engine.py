@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 
 import orjson
 
+from . import delegation
 from . import state as st
 from .catalog import Catalog
 from .detectors import Detector, finding, scope_rules
@@ -26,11 +27,14 @@ from .revocation import revoke_command
 
 class Engine:
     def __init__(self, catalog: Catalog | None = None, detectors: list[Detector] | None = None,
-                 policy: Policy | None = None, store: MutableMapping | None = None):
+                 policy: Policy | None = None, store: MutableMapping | None = None,
+                 registry: MutableMapping | None = None):
         self.catalog = catalog or Catalog()
         self.detectors = detectors if detectors is not None else scope_rules()
         self.policy = policy or Policy()
         self.store = store if store is not None else {}
+        # What delegation needs to know about other tasks (see monitor.delegation).
+        self.registry = registry if registry is not None else {}
 
     # -- learned state -----------------------------------------------------------------------
     def model_state(self) -> dict[str, bytes]:
@@ -66,6 +70,7 @@ class Engine:
         stream would revoke."""
         stored = self.store.get(action["task_id"])
         task = orjson.loads(orjson.dumps(stored)) if stored else st.new_task(action["task_id"])
+        self._catch_up_cascade(task)
         if task["intent"] is None:
             reasons = [finding("engine", "no_intent", CERTAIN,
                                "no declared intent for this task")]
@@ -88,6 +93,7 @@ class Engine:
         reasons = []
         if task["intent"] is None:
             task["intent"] = intent
+            reasons.extend(delegation.register(self.registry, task["task_id"], intent))
         elif _without_time(task["intent"]) != _without_time(intent):
             # The first declaration stands: a task cannot widen its own intent mid-flight.
             reasons.append(finding("engine", "intent_redeclared", SUSPICIOUS,
@@ -104,6 +110,7 @@ class Engine:
         if event["type"] == "credential.issued":
             creds[cid] = {"workload_id": event["workload_id"], "expires_at": event["expires_at"],
                           "revoked_at": None}
+            delegation.add_credential(self.registry, task["task_id"], cid)
         elif cid in creds:
             known = creds[cid]["revoked_at"]
             t = event["event_time"]
@@ -133,6 +140,7 @@ class Engine:
 
     # -- deciding ----------------------------------------------------------------------------
     def _decide_action(self, task: dict, action: dict) -> dict:
+        self._catch_up_cascade(task)
         spec = self.catalog.get(action["tool"])
         reasons = []
         completed = action["phase"] == "completed"
@@ -175,17 +183,20 @@ class Engine:
             "risk": risk,
             "reasons": reasons,
             "command": None,
+            "cascade": [],
         }
         if verdict != ALLOW:
             task["flagged"] = True
         if verdict == REVOKE:
             decision["command"] = self._revoke(task, event, decision)
+            decision["cascade"] = self._cascade(task, event, decision)
         return decision
 
     def _revoke(self, task: dict, event: dict, decision: dict) -> dict | None:
         """A revoke command for the credentials not revoked yet, or None if there are none."""
         intent = task["intent"] or {}
-        creds = list(intent.get("credentials") or [])
+        creds = list(intent.get("credentials") or []) + [
+            c for c in task.get("credentials") or {} if c not in (intent.get("credentials") or [])]
         if event.get("credential_id") and event["credential_id"] not in creds:
             creds.append(event["credential_id"])
         fresh = [c for c in creds if c not in task["revoked"]]
@@ -196,6 +207,39 @@ class Engine:
         if first:
             task["revoked_at"] = event["event_time"]
         return revoke_command(task, fresh, decision)
+
+
+    def _cascade(self, task: dict, event: dict, decision: dict) -> list[dict]:
+        """One command per credential of every other task the revocation reaches: the task's
+        descendants, or, when a child escalated beyond its parent, the parent and all of its
+        descendants. Tasks already revoked are skipped, so no credential is commanded twice."""
+        entry = self.registry.get(task["task_id"])
+        root = task["task_id"]
+        if entry and entry["parent"] and any(r["detector"] == "delegation"
+                                             and r["risk"] >= self.policy.revoke_at
+                                             for r in decision["reasons"]):
+            root = entry["parent"]
+        reached = [t for t in delegation.subtree(self.registry, root)
+                   if t != task["task_id"] and delegation.revoked_at(self.registry, t) is None]
+        delegation.mark_revoked(self.registry, [task["task_id"], *reached],
+                                event["event_time"])
+        commands = []
+        for tid in reached:
+            other = self.registry[tid]
+            holder = {"task_id": tid, "intent": {"agent_id": other.get("agent_id"),
+                                                 "workload_id": other.get("workload_id")}}
+            for cred in other["credentials"]:
+                commands.append(revoke_command(holder, [cred], decision,
+                                               reason=f"cascade:{task['task_id']}"))
+        return commands
+
+    def _catch_up_cascade(self, task: dict) -> None:
+        """A cascade started on another partition may have revoked this task: take it over, so
+        its credentials are not commanded again and its actions are refused."""
+        t = delegation.revoked_at(self.registry, task["task_id"])
+        if t is not None and task["revoked_at"] is None:
+            task["revoked_at"] = t
+            task["revoked"].extend(self.registry[task["task_id"]]["credentials"])
 
 
 def _decision_id(event: dict) -> str:

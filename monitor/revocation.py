@@ -16,8 +16,10 @@ def command_id(task_id: str, credential_ids: list[str], reason: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def revoke_command(task: dict, credential_ids: list[str], decision: dict) -> dict:
-    reason = decision["reasons"][0]["code"] if decision["reasons"] else "policy"
+def revoke_command(task: dict, credential_ids: list[str], decision: dict,
+                   reason: str | None = None) -> dict:
+    if reason is None:
+        reason = decision["reasons"][0]["code"] if decision["reasons"] else "policy"
     intent = task["intent"] or {}
     return {
         "v": 1,

@@ -60,7 +60,7 @@ class VaultResult:
 def check_mapping(mapping: Mapping) -> dict[str, dict[str, str]]:
     """The mapping, validated: each credential id maps to exactly one of accessor/lease_id."""
     if not isinstance(mapping, Mapping):
-        raise ValueError("the Vault mapping must be a JSON object: credential id -> target")
+        raise TypeError("the Vault mapping must be a JSON object: credential id -> target")
     out = {}
     for cred, target in mapping.items():
         if not isinstance(target, Mapping) or len(target) != 1 or next(iter(target)) not in KINDS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Self
 
 import aiohttp
 import orjson
@@ -63,7 +64,7 @@ class WebhookAdapter:
     def __repr__(self) -> str:
         return f"WebhookAdapter({self.url!r}, timeout={self.timeout})"
 
-    async def __aenter__(self) -> WebhookAdapter:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -102,7 +103,7 @@ class WebhookAdapter:
                     detail = f"HTTP {status}" + (f": {text.strip()}" if text.strip() else "")
                     if status not in TRANSIENT_STATUSES:
                         return WebhookResult(False, detail, status, attempt)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 status, detail = None, f"timed out after {self.timeout:g}s"
             except aiohttp.ClientError as exc:
                 status, detail = None, f"{type(exc).__name__}: {exc}"
