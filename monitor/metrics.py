@@ -25,8 +25,7 @@ LATENCY = Histogram("intentwatch_decision_latency_seconds",
 def observe(decisions: list[dict]) -> None:
     for d in decisions:
         DECISIONS.labels(d["verdict"]).inc()
-        if d["command"] is not None:
-            REVOCATIONS.inc()
+        REVOCATIONS.inc((d["command"] is not None) + len(d.get("cascade", ())))
 
 
 def exposition() -> bytes:

@@ -16,7 +16,7 @@ PROFILES = ("full", "rules", "allowlist")
 
 
 def build_engine(profile: str = "full", catalog: Catalog | None = None,
-                 policy: Policy | None = None, store=None) -> Engine:
+                 policy: Policy | None = None, store=None, registry=None) -> Engine:
     if profile == "allowlist":
         detectors = [Allowlist()]
     elif profile == "rules":
@@ -27,4 +27,5 @@ def build_engine(profile: str = "full", catalog: Catalog | None = None,
                                      SequenceModel(catalog), WindowAnomaly()]
     else:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
-    return Engine(catalog=catalog, detectors=detectors, policy=policy, store=store)
+    return Engine(catalog=catalog, detectors=detectors, policy=policy, store=store,
+                  registry=registry)
