@@ -41,6 +41,7 @@ class Settings:
     model_snapshot_seconds: float = 30.0  # how often learned models are saved to Kafka
     signing_key: str = ""             # PEM file of the Ed25519 key that signs revoke commands
     verify_keys: str = ""             # comma-separated PEM files of trusted public keys
+    alertmanager_url: str = ""        # Alertmanager-compatible webhook (.../api/v2/alerts)
     # bearer token of POST /v1/decide (empty: the endpoint refuses every request); a secret,
     # so it stays out of repr() and logs
     decide_token: str = field(default="", repr=False)

@@ -21,6 +21,7 @@ from monitor.policy import ALLOW, Policy
 from monitor.profiles import build_engine
 
 from . import models
+from .alerting import AlertForwarder
 from .decide import register_decide_view
 
 log = logging.getLogger("intentwatch.worker")
@@ -101,9 +102,12 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     # (key_type=bytes makes Faust pick the raw codec for the table and its changelog.)
     tasks = app.Table("tasks", default=None, partitions=settings.partitions,
                       key_type=bytes, value_type=bytes)
+    # Delegation needs parents and children across partitions: every worker keeps all of it.
+    registry = app.GlobalTable("registry", default=None, partitions=settings.partitions,
+                               key_type=bytes, value_type=bytes)
     catalog = Catalog.load(settings.catalog) if settings.catalog else Catalog()
     engine = build_engine("full", catalog, Policy(settings.alert_at, settings.revoke_at),
-                          store=JsonStore(tasks))
+                          store=JsonStore(tasks), registry=JsonStore(registry))
     if model_snapshot:
         engine.load_model_state(model_snapshot)
         # Faust configures logging later, when the worker starts: say it on stderr.
@@ -126,6 +130,9 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         await save_models()
 
     sign = command_signer(settings)
+    forwarder = AlertForwarder(settings.alertmanager_url) if settings.alertmanager_url else None
+    if forwarder is not None:
+        app.task(forwarder.run)
 
     @app.agent(inputs)
     async def decide(stream):
@@ -146,8 +153,11 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
                 await decisions_topic.send(key=key, value=body)
                 if d["verdict"] != ALLOW:
                     await alerts_topic.send(key=key, value=body)
-                if d["command"] is not None:
-                    await revocations_topic.send(key=key, value=orjson.dumps(sign(d["command"])))
+                    if forwarder is not None:
+                        forwarder.offer(d)
+                for command in ([d["command"]] if d["command"] else []) + d["cascade"]:
+                    await revocations_topic.send(key=command["task_id"].encode(),
+                                                 value=orjson.dumps(sign(command)))
 
     @app.page("/metrics")
     async def metrics_view(web, request):

@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write an HTML report (index.html) into this folder")
     p.set_defaults(func=cmd_eval)
 
+    from .enforcer import add_enforce_parser
+    add_enforce_parser(sub)
+
     p = sub.add_parser("schemas", help="write the JSON Schemas of the event contracts")
     p.add_argument("-o", "--output", default="docs/schemas")
     p.set_defaults(func=cmd_schemas)

@@ -18,6 +18,7 @@ from monitor.catalog import Catalog
 from monitor.config import Settings
 from monitor.profiles import build_engine
 from monitor.replay import read_lines, replay
+from monitor.signing import generate_key_pair
 
 from . import local
 from .produce import produce
@@ -36,7 +37,8 @@ def _show(record) -> None:
     body = orjson.loads(record.value)
     if record.topic.endswith("revocations"):
         _say(f"  [{record.topic}] REVOKE task={body['task_id']} credentials="
-             f"{body['credential_ids']} reason={body['reason']} id={body['command_id']}")
+             f"{body['credential_ids']} reason={body['reason']} id={body['command_id']} "
+             f"signed by key {body.get('key_id', 'NONE')}")
     else:
         what = body["tool"] or body["event_type"]
         reasons = "; ".join(r["message"] for r in body["reasons"])
@@ -79,8 +81,11 @@ def run_demo(trace: Path, catalog: Path, keep: bool = False) -> int:
     proc = None
     try:
         web_port = local.free_port()
+        private, _ = generate_key_pair()  # a throwaway key: the demo's commands are signed
+        (state / "signing.pem").write_bytes(private)
         env = local.worker_env(bootstrap, app_id="intentwatch-demo", fast_rebalance=1,
-                               catalog=catalog, web_port=web_port, data_dir=state / "worker")
+                               catalog=catalog, web_port=web_port, data_dir=state / "worker",
+                               signing_key=state / "signing.pem")
         _say(f"2/4 Starting the intentwatch worker (broker {bootstrap}, log {state}/worker.log)")
         proc = local.start_worker(env, state / "worker.log")
         _wait_http(f"http://127.0.0.1:{web_port}/healthz", 90, proc)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import io
+import threading
+import time
+import typing
 
 import orjson
 import pytest
@@ -128,9 +132,15 @@ def test_malformed_events_are_dead_lettered_and_good_ones_still_decided(start_wo
         assert f'intentwatch_dead_letters_total{{reason="{code}"}} 1.0' in metrics
 
 
+def tmp_catalog():
+    path = local.ROOT / "out" / "test-synthetic-catalog.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(orjson.dumps(synthetic.CATALOG))
+    return path
+
+
 def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
-    catalog = tmp_path / "catalog.json"
-    catalog.write_bytes(orjson.dumps(synthetic.CATALOG))
+    catalog = tmp_catalog()
     prefix = f"restart-{tmp_path.name[-12:]}"
     training = [e for i in range(60) for e in synthetic.benign(i, 100.0 * i)]
     odd = synthetic.task("odd", ["read_inbox", "send_email"], "Reply to my boss", 10**5, [
@@ -159,3 +169,60 @@ def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
                      if d["event_id"] == "late-1")
     assert after_end["verdict"] == "revoke"
     assert "after_task_end" in {r["code"] for r in after_end["reasons"]}
+
+
+def test_an_escalating_sub_agent_cascades_over_the_bus(start_worker):
+    """Parent and child land on different partitions; the cascade still revokes each one's
+    credential exactly once."""
+    worker = start_worker(catalog=tmp_catalog())
+    s = worker.settings
+    parent = synthetic.task("parent-1", ["read_inbox", "send_email"], "handle my mail", 0.0, [])
+    parent[0].update(max_delegation_depth=1, scopes={"to": ["*@acme.example"]})
+    child = synthetic.task("child-1", ["read_inbox", "send_money"], "pay the bill", 0.0, [])
+    child[0].update(parent_task_id="parent-1", event_time=5.0)
+    lines = [(0, orjson.dumps(e)) for e in parent[:1]]
+    asyncio.run(produce(lines, s))
+    read_outputs(worker, lambda rs: count(rs, s.topic_decisions) >= 1)
+    asyncio.run(produce([(0, orjson.dumps(child[0]))], s))
+    records = read_outputs(worker, lambda rs: count(rs, s.topic_revocations) >= 2)
+    records += read_outputs(worker, lambda rs: False, timeout=2.0)[len(records):]
+    commands = local.values(records, s.topic_revocations)
+    per_cred = sorted(c for cmd in commands for c in cmd["credential_ids"])
+    assert per_cred == ["cred-child-1", "cred-parent-1"]
+    assert all(cmd["signature"] for cmd in commands)
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: typing.ClassVar[list] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.extend(orjson.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_alerts_reach_an_alertmanager_webhook_deduplicated(start_worker):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/v2/alerts"
+        worker = start_worker(alertmanager_url=url)
+        s = worker.settings
+        asyncio.run(produce(list(read_lines(SAMPLE_TRACE)), s))
+        read_outputs(worker, lambda rs: count(rs, s.topic_alerts) >= 4)
+        deadline = time.monotonic() + 20
+        while len(_Receiver.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # room for a duplicate, if one were sent
+    finally:
+        server.shutdown()
+    # Four non-allow decisions for the hijacked task: the revoke, then three refusals that all
+    # say "task_revoked"; the refusals are one alert to people, not three.
+    reasons = sorted(a["labels"]["reason"] for a in _Receiver.received)
+    assert reasons == ["credential_not_issued_to_task,tool_not_declared", "task_revoked"]
+    assert {a["labels"]["task_id"] for a in _Receiver.received} == {"task-hijack-1"}
+    assert "intentwatch_alerts_pushed_total" in worker.get("/metrics").decode()
