@@ -22,6 +22,26 @@ LATENCY = Histogram("intentwatch_decision_latency_seconds",
                     registry=REGISTRY)
 
 
+ACK_SECONDS = Histogram("intentwatch_revoke_ack_seconds",
+                        "From the offending event to the enforcement acknowledgement",
+                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+                        registry=REGISTRY)
+ACKS = Counter("intentwatch_revoke_acks_total", "Acknowledgements of revoke commands, by status",
+               ["status"], registry=REGISTRY)
+
+
+def observe_ack(ack: dict) -> None:
+    """An enforcer's acknowledgement. Times are the offending event's time (the command's
+    issued_at) and the enforcer's wall clock, so they are only as comparable as the clocks of
+    the agent runtime and the enforcer."""
+    status = ack.get("status")
+    ACKS.labels(status if status in ("enforced", "rejected", "failed") else "other").inc()
+    issued, acked = ack.get("issued_at"), ack.get("acked_at")
+    if status == "enforced" and isinstance(issued, (int, float)) and \
+            isinstance(acked, (int, float)) and acked >= issued:
+        ACK_SECONDS.observe(acked - issued)
+
+
 def observe(decisions: list[dict]) -> None:
     for d in decisions:
         DECISIONS.labels(d["verdict"]).inc()

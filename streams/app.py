@@ -159,6 +159,19 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
                     await revocations_topic.send(key=command["task_id"].encode(),
                                                  value=orjson.dumps(sign(command)))
 
+    acks_topic = raw_topic(settings.topic_acks)
+
+    @app.agent(acks_topic)
+    async def measure_acks(stream):
+        async for raw in stream:
+            try:
+                ack = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                metrics.ACKS.labels("malformed").inc()
+                continue
+            if isinstance(ack, dict):
+                metrics.observe_ack(ack)
+
     @app.page("/metrics")
     async def metrics_view(web, request):
         return web.bytes(metrics.exposition(),

@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .enforcer import add_enforce_parser
     add_enforce_parser(sub)
 
+    from .gateway import add_gateway_parser
+    add_gateway_parser(sub)
+
     p = sub.add_parser("schemas", help="write the JSON Schemas of the event contracts")
     p.add_argument("-o", "--output", default="docs/schemas")
     p.set_defaults(func=cmd_schemas)

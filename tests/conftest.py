@@ -61,7 +61,8 @@ def start_worker(kafka, tmp_path, signing_keys):
     def start(prefix: str | None = None, **overrides) -> RunningWorker:
         prefix = prefix or f"t{next(_ids)}-{int(time.time() * 1000) % 10**8}"
         names = {f"topic_{k}": f"{prefix}.{k}" for k in
-                 ("intents", "actions", "decisions", "alerts", "revocations", "dead_letters")}
+                 ("intents", "actions", "decisions", "alerts", "revocations", "dead_letters",
+                  "acks")}
         values = dict(names, app_id=f"iw-{prefix}", fast_rebalance=1, catalog=SAMPLE_CATALOG,
                       web_port=local.free_port(), data_dir=tmp_path / f"data-{prefix}",
                       signing_key=signing_keys[0])
