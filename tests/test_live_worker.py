@@ -226,3 +226,19 @@ def test_alerts_reach_an_alertmanager_webhook_deduplicated(start_worker):
     assert reasons == ["credential_not_issued_to_task,tool_not_declared", "task_revoked"]
     assert {a["labels"]["task_id"] for a in _Receiver.received} == {"task-hijack-1"}
     assert "intentwatch_alerts_pushed_total" in worker.get("/metrics").decode()
+
+
+def test_a_credential_stolen_from_one_task_is_revoked_on_its_first_use_by_another(start_worker):
+    worker = start_worker(catalog=tmp_catalog())
+    s = worker.settings
+    owner = synthetic.task("owner-1", ["read_inbox"], "read my mail", 0.0, [])[:1]
+    thief = synthetic.task("thief-1", ["read_inbox"], "read my mail", 1.0, [
+        ("read_inbox", {}, "3 new messages")])[:2]
+    thief[1]["credential_id"] = "cred-owner-1"  # the owner's credential, on the thief's call
+    asyncio.run(produce([(0, orjson.dumps(e)) for e in owner + thief], s))
+    records = read_outputs(worker, lambda rs: count(rs, s.topic_revocations) >= 1)
+    decisions = {d["event_id"]: d for d in local.values(records, s.topic_decisions)}
+    first_use = decisions[thief[1]["event_id"]]
+    assert first_use["verdict"] == "revoke"
+    assert first_use["command"]["credential_ids"] == ["cred-owner-1", "cred-thief-1"]
+    assert [c["task_id"] for c in local.values(records, s.topic_revocations)] == ["thief-1"]
