@@ -245,6 +245,8 @@ class Engine:
 def _decision_id(event: dict) -> str:
     if event.get("event_id"):
         return f"{event['type']}:{event['event_id']}"
+    if event.get("credential_id"):  # several credential events per task, often without ids
+        return f"{event['type']}:{event['task_id']}:{event['credential_id']}"
     return f"{event['type']}:{event['task_id']}"
 
 
