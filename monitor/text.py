@@ -7,6 +7,7 @@ Nothing here knows any phrase: it only cuts text into pieces and names the shape
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 SEGMENT_CHARS = 400       # longest segment kept; long lines are cut into sentences first
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_.@:/+-]*[a-z0-9]|[a-z0-9]")
@@ -35,10 +36,12 @@ def segments(text: str) -> list[str]:
     return out
 
 
-def tokens(text: str) -> list[str]:
+@lru_cache(maxsize=1 << 16)
+def tokens(text: str) -> tuple[str, ...]:
     """Lower-case word and value tokens; URLs lose scheme and 'www.' so that the same address
-    compares equal however it was written."""
-    return [_strip_url(t) for t in _TOKEN.findall(text.lower())]
+    compares equal however it was written. Cached: tool results repeat a lot (listings, pages,
+    the same records read by many tasks), and this is the hot path of the text detectors."""
+    return tuple(_strip_url(t) for t in _TOKEN.findall(text.lower()))
 
 
 def _strip_url(token: str) -> str:
@@ -47,6 +50,7 @@ def _strip_url(token: str) -> str:
     return token.rstrip("/")
 
 
+@lru_cache(maxsize=1 << 16)
 def shape(token: str) -> str | None:
     """The kind of a value-like token, or None for an ordinary word."""
     if _EMAIL.match(token):

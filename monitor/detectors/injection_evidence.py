@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
+from functools import lru_cache
 from itertools import pairwise
 
 from river import linear_model, optim
@@ -60,6 +61,9 @@ class InjectionEvidence(Detector):
 
     def __init__(self, catalog):
         self.cap_words = capability_words(catalog)
+        # Each segment is featurised as itself and as both neighbours' context, and the same
+        # segments recur across tasks: cache the hashed grams (a pure function of the text).
+        self._buckets = lru_cache(maxsize=1 << 16)(self._uncached_buckets)
         self.model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05), l2=0.0)
         self.positives = 0
         self.negatives = 0
@@ -73,20 +77,21 @@ class InjectionEvidence(Detector):
         grams = words + [a + " " + b for a, b in pairwise(words)]
         return grams + ["cap:" + self.cap_words[w] for w in words if w in self.cap_words]
 
+    def _uncached_buckets(self, segment: str, prefix: str) -> tuple[int, ...]:
+        return tuple(_bucket(prefix + g) for g in self._grams(segment))
+
     def features(self, context: list[str]) -> dict[int, float]:
         """Features of [previous, segment, next]: the segment's own grams, and its neighbours'
         grams under their own names (an injected line rarely says who is talking; the line
         before it often does)."""
         feats: dict[int, float] = {}
-        centre = context[1]
-        for prefix, seg, scale in (("", centre, 1.0), ("p:", context[0], 0.5),
+        for prefix, seg, scale in (("", context[1], 1.0), ("p:", context[0], 0.5),
                                    ("n:", context[2], 0.5)):
-            grams = self._grams(seg) if seg else []
-            if not grams:
+            buckets = self._buckets(seg, prefix) if seg else ()
+            if not buckets:
                 continue
-            weight = scale / len(grams) ** 0.5
-            for g in grams:
-                b = _bucket(prefix + g)
+            weight = scale / len(buckets) ** 0.5
+            for b in buckets:
                 feats[b] = feats.get(b, 0.0) + weight
         return feats
 
