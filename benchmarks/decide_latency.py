@@ -115,21 +115,6 @@ class Client:
         self.conn.close()
 
 
-def wait_healthy(client: Client, proc, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{log.read_text()[-3000:]}")
-        try:
-            client.get("/healthz")
-            return
-        except OSError:
-            client.conn.close()
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker web server did not come up") from None
-            time.sleep(0.3)
-
-
 def feed(bootstrap: str, settings: Settings) -> list[bytes]:
     """Publish the sample trace up to the send_money request; wait until it is decided.
     Returns the bodies to decide: every proposed action of the trace."""
@@ -225,7 +210,7 @@ def run(n: int, warmup: int, out: Path) -> dict:
         _say(f"starting a worker on port {port} (log {log}) ...")
         proc = local.start_worker(env, log)
         client = Client(port, token)
-        wait_healthy(client, proc, log)
+        local.wait_healthy(port, proc, log)
         settings = Settings(broker=f"kafka://{bootstrap}", **topics)
         _say("feeding the sample trace up to the send_money request ...")
         bodies = feed(bootstrap, settings)

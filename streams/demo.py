@@ -50,19 +50,6 @@ def _count(records, topic: str) -> int:
     return sum(r.topic == topic for r in records)
 
 
-def _wait_http(url: str, timeout: float, proc) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-
-
 def run_demo(trace: Path, catalog: Path, keep: bool = False) -> int:
     expected = _expected(trace, catalog)
     missing = local.have_java_and_maven()
@@ -88,7 +75,7 @@ def run_demo(trace: Path, catalog: Path, keep: bool = False) -> int:
                                signing_key=state / "signing.pem")
         _say(f"2/4 Starting the intentwatch worker (broker {bootstrap}, log {state}/worker.log)")
         proc = local.start_worker(env, state / "worker.log")
-        _wait_http(f"http://127.0.0.1:{web_port}/healthz", 90, proc)
+        local.wait_healthy(web_port, proc, state / "worker.log")
 
         settings = Settings(broker=f"kafka://{bootstrap}")
         _say(f"3/4 Publishing the sample trace {trace.name}: a benign mail agent and a travel "

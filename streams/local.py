@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -55,6 +56,24 @@ def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
                                 cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def wait_healthy(web_port: int, proc: subprocess.Popen, log_path: Path,
+                 timeout: float = 90.0) -> None:
+    """Wait until the worker's web server answers /healthz; fail early if it exits."""
+    url = f"http://127.0.0.1:{web_port}/healthz"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+            raise RuntimeError(f"worker exited with code {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.3)
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 30.0) -> int:

@@ -74,15 +74,8 @@ def start_worker(kafka, tmp_path, signing_keys):
         worker = RunningWorker(kafka, Settings(broker=f"kafka://{kafka}", **{
             k: v for k, v in values.items() if k.startswith("topic_")}), proc,
             int(values["web_port"]), log)
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"worker exited early:\n{log.read_text()[-3000:]}"
-            try:
-                worker.get("/healthz")
-                return worker
-            except OSError:
-                assert time.monotonic() < deadline, "worker web server did not come up"
-                time.sleep(0.3)
+        local.wait_healthy(worker.web_port, proc, log)
+        return worker
 
     yield start
     for proc in procs:
