@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .gateway import add_gateway_parser
     add_gateway_parser(sub)
 
+    from benchmarks.bench import add_bench_parser
+    add_bench_parser(sub)
+
     p = sub.add_parser("schemas", help="write the JSON Schemas of the event contracts")
     p.add_argument("-o", "--output", default="docs/schemas")
     p.set_defaults(func=cmd_schemas)
