@@ -56,6 +56,7 @@ class Engine:
             decisions = self._on_intent(task, event)
         elif etype == "task.end":
             decisions = self._on_end(task, event)
+            task = st.compact_ended(task)  # keep only what an ended task still needs
         elif etype.startswith("credential."):
             decisions = [self._on_credential(task, event)]
         else:

@@ -100,3 +100,28 @@ def hold_pending(task: dict, action: dict) -> dict | None:
     if len(task["pending"]) > MAX_PENDING:
         return task["pending"].pop(0)
     return None
+
+
+# What an ended task still needs: enough to refuse and explain anything it does after its end,
+# and to pair late completions with their requests. The rest (results seen, the window's
+# lists, the learned detectors' per-task data) has served its purpose once the task has ended
+# and its detectors have learned from it.
+_ENDED_INTENT = ("v", "type", "task_id", "agent_id", "workload_id", "parent_task_id", "tools",
+                 "scopes", "max_actions", "max_side_effects", "expires_at", "credentials",
+                 "event_time")
+
+
+def compact_ended(task: dict) -> dict:
+    """A smaller state for an ended task, with the same shape as a live one."""
+    small = new_task(task["task_id"])
+    for key in ("ended_at", "revoked", "revoked_at", "flagged", "open_calls", "credentials"):
+        if key in task:
+            small[key] = task[key]
+    if task["intent"] is not None:
+        small["intent"] = {k: task["intent"][k] for k in _ENDED_INTENT if k in task["intent"]}
+        small["intent"]["goal"] = ""
+    w = task["window"]
+    small["window"].update(actions=w["actions"], side_effects=w["side_effects"],
+                           errors=w["errors"], first_time=w["first_time"],
+                           last_time=w["last_time"])
+    return small

@@ -130,3 +130,27 @@ def test_inline_assessment_denies_what_the_stream_would_revoke_and_changes_nothi
     assert orjson.dumps(engine.store) == before  # nothing learned, nothing recorded
     unknown = dict(benign, task_id="nobody")
     assert engine.assess(unknown)["allowed"] is False
+
+
+def test_an_ended_task_keeps_only_what_it_still_needs():
+    evs = events()
+    store = {}
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG), store=store)
+    benign = [e for e in evs if e["task_id"] == "task-benign-1"]
+    open_request = dict(benign[1], event_id="late-req", call_id="late-call",
+                        event_time=benign[-1]["event_time"] - 0.5)
+    for e in benign[:-1] + [open_request, benign[-1]]:
+        engine.process(copy.deepcopy(e))
+    ended = store["task-benign-1"]
+    assert ended["intent"]["goal"] == "" and "provenance" not in ended
+    assert len(orjson.dumps(ended)) < 1024
+    # A late completion of a call requested before the end is paired, not refused ...
+    late_done = dict(open_request, event_id="late-done", phase="completed", status="ok",
+                     result="sent", event_time=benign[-1]["event_time"] + 1)
+    assert engine.process(late_done)[0]["verdict"] == "allow"
+    # ... while a new action after the end is still refused, and explained.
+    after = dict(benign[1], event_id="after-end", call_id="after",
+                 event_time=benign[-1]["event_time"] + 2)
+    decision = engine.process(after)[0]
+    assert decision["verdict"] == "revoke"
+    assert "after_task_end" in {r["code"] for r in decision["reasons"]}
