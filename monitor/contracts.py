@@ -88,23 +88,28 @@ class ContractError(ValueError):
         self.message = message
 
 
-def _is_kind(value, kind: str) -> bool:
-    if kind == STR:
-        return isinstance(value, str)
-    if kind == NUM:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == BOOL:
-        return isinstance(value, bool)
-    if kind == OBJ:
-        return isinstance(value, dict)
-    if kind == STRS:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if kind == SCOPES:
-        return isinstance(value, dict) and all(
-            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in value.values())
-    raise AssertionError(kind)
+def _is_strs(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_scopes(value) -> bool:
+    return isinstance(value, dict) and all(_is_strs(v) for v in value.values())
+
+
+_CHECKS = {
+    STR: lambda v: isinstance(v, str),
+    NUM: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    BOOL: lambda v: isinstance(v, bool),
+    OBJ: lambda v: isinstance(v, dict),
+    STRS: _is_strs,
+    SCOPES: _is_scopes,
+}
+# Each spec compiled once to (field, check, required, allowed values): validation is on the
+# hot path of every event.
+_COMPILED = {etype: [(name, _CHECKS[kind], required, ENUMS.get((etype, name)), kind)
+                     for name, (kind, required, _) in spec.items()]
+             for etype, spec in SPECS.items()}
 
 
 def validate(event) -> dict:
@@ -112,21 +117,20 @@ def validate(event) -> dict:
     if not isinstance(event, dict):
         raise ContractError("not_object", "an event must be a JSON object")
     etype = event.get("type")
-    spec = SPECS.get(etype) if isinstance(etype, str) else None
-    if spec is None:
+    fields = _COMPILED.get(etype) if isinstance(etype, str) else None
+    if fields is None:
         raise ContractError("unknown_type", f"unknown event type {etype!r}")
     if event.get("v") != VERSION:
         raise ContractError("unsupported_version",
                             f"version {event.get('v')!r} is not supported (expected {VERSION})")
-    for name, (kind, required, _) in spec.items():
+    for name, check, required, allowed, kind in fields:
         value = event.get(name)
         if value is None:
             if required:
                 raise ContractError("missing_field", f"{etype}: missing field {name!r}")
             continue
-        if not _is_kind(value, kind):
+        if not check(value):
             raise ContractError("wrong_type", f"{etype}: field {name!r} must be {kind}")
-        allowed = ENUMS.get((etype, name))
         if allowed and value not in allowed:
             raise ContractError("invalid_value", f"{etype}: {name!r} must be one of {allowed}")
     return event

@@ -20,11 +20,11 @@ _NUMBER = re.compile(r"^\d[\d.,]*$")
 
 def segments(text: str) -> list[str]:
     """Cut a tool result into short segments: lines, and long lines into sentences."""
+    lines = [line for line in map(str.strip, text.splitlines()) if line]
+    if all(len(line) <= SEGMENT_CHARS for line in lines):
+        return lines
     out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    for line in lines:
         if len(line) <= SEGMENT_CHARS:
             out.append(line)
             continue
@@ -41,7 +41,10 @@ def tokens(text: str) -> tuple[str, ...]:
     """Lower-case word and value tokens; URLs lose scheme and 'www.' so that the same address
     compares equal however it was written. Cached: tool results repeat a lot (listings, pages,
     the same records read by many tasks), and this is the hot path of the text detectors."""
-    return tuple(_strip_url(t) for t in _TOKEN.findall(text.lower()))
+    found = _TOKEN.findall(text.lower())
+    if "://" not in text and "www." not in text.lower():
+        return tuple(found)  # nothing to strip (a token never ends with '/')
+    return tuple(_strip_url(t) for t in found)
 
 
 def _strip_url(token: str) -> str:

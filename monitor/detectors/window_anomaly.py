@@ -39,7 +39,7 @@ class WindowAnomaly(Detector):
     name = "window_anomaly"
 
     def __init__(self, seed: int = 42):
-        self.model = anomaly.HalfSpaceTrees(n_trees=15, height=8, window_size=100, seed=seed)
+        self.model = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=100, seed=seed)
         self.learned = 0
 
     def score_one(self, action, task, spec):
