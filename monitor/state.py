@@ -13,6 +13,7 @@ MAX_RESOURCES = 64       # distinct target values remembered per task
 MAX_OPEN_CALLS = 64      # requested calls waiting for their completion
 MAX_PENDING = 64         # actions held while their intent has not arrived yet
 RATE_WINDOW_SECONDS = 60.0
+MAX_RECENT_TIMES = 30    # the rate feature counts up to 30 actions per window
 
 
 def new_task(task_id: str) -> dict:
@@ -32,7 +33,7 @@ def new_task(task_id: str) -> dict:
             "per_tool": {},
             "resources": [],
             "recent_tools": [],
-            "recent_times": [],
+            "recent_times": [],  # seconds after first_time (bounded)
             "first_time": None,
             "last_time": None,
         },
@@ -67,13 +68,16 @@ def record_action(task: dict, action: dict, spec) -> None:
         w["side_effects"] += 1
     w["per_tool"][action["tool"]] = w["per_tool"].get(action["tool"], 0) + 1
     _push_bounded(w["recent_tools"], action["tool"], RECENT_TOOLS)
-    times = w["recent_times"]
-    times.append(t)
-    horizon = t - RATE_WINDOW_SECONDS
-    while times and times[0] < horizon:
-        times.pop(0)
     if w["first_time"] is None:
         w["first_time"] = t
+    # Times of the last RATE_WINDOW_SECONDS, as seconds after the first action: a short
+    # number instead of a full timestamp, as this list is a good part of a task's bytes.
+    times = w["recent_times"]
+    times.append(round(t - w["first_time"], 3))
+    horizon = times[-1] - RATE_WINDOW_SECONDS
+    while times and times[0] < horizon:
+        times.pop(0)
+    del times[:-MAX_RECENT_TIMES]
     w["last_time"] = t if w["last_time"] is None else max(w["last_time"], t)
     for value in target_values(action, spec.targets):
         if value not in w["resources"]:

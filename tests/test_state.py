@@ -34,6 +34,15 @@ def test_rate_window_keeps_only_recent_event_times():
     assert task["window"]["recent_times"] == [70.0, 75.0]
 
 
+def test_rate_window_holds_short_offsets_and_at_most_what_the_rate_counts():
+    task = st.new_task("t")
+    for i in range(100):
+        st.record_action(task, act("read", 1_800_000_000.5 + i / 10), CATALOG.get("read"))
+    times = task["window"]["recent_times"]
+    assert len(times) == st.MAX_RECENT_TIMES
+    assert times[-1] == 9.9 and times[0] == 7.0  # seconds after the first action
+
+
 def test_lists_are_bounded():
     task = st.new_task("t")
     for i in range(500):

@@ -31,7 +31,7 @@ from .text_model import Featurizer, HashedLogistic, Layout, layout
 
 SUSPICIOUS_AT = 0.5           # a segment at or above this is treated as injected content
 MAX_SEGMENTS = 24             # recent segments kept per task (for learning)
-MAX_BUFFERED = 50_000         # segments kept for learning, over all tasks (oldest task dropped)
+MAX_BUFFERED = 20_000         # segments kept for learning, over all tasks (oldest task dropped)
 MAX_CLEAN_TOKENS = 384
 MAX_TAINTED_TOKENS = 128
 MIN_INSTRUCTION_TOKENS = 6    # shortest segment taken as an injected instruction

@@ -11,6 +11,7 @@ content followed by an outbound send that the goal's tools never do.
 """
 
 import pickle
+from functools import lru_cache
 
 from river import proba
 
@@ -23,8 +24,13 @@ RISK = 0.5
 MAX_SEQUENCE = 32
 
 
+@lru_cache(maxsize=4096)
+def _strongest(capabilities: frozenset[str]) -> str:
+    return next((c for c in SEVERITY if c in capabilities), "read")
+
+
 def capability(spec) -> str:
-    return next((c for c in SEVERITY if c in spec.capabilities), "read")
+    return _strongest(spec.capabilities)
 
 
 class SequenceModel(Detector):
@@ -35,7 +41,11 @@ class SequenceModel(Detector):
         self.models: dict[str, proba.Multinomial] = {}
 
     def intent_class(self, task) -> str:
-        caps = sorted({capability(self.catalog.get(t)) for t in task["intent"]["tools"]})
+        return self._intent_class(tuple(task["intent"]["tools"]))
+
+    @lru_cache(maxsize=4096)  # noqa: B019 -- one detector per engine, the catalog is fixed
+    def _intent_class(self, tools: tuple[str, ...]) -> str:
+        caps = sorted({capability(self.catalog.get(t)) for t in tools})
         return "+".join(caps) or "none"
 
     def _state(self, action, task, spec) -> str:
