@@ -4,7 +4,8 @@ Features (each scaled into [0, 1], as Half-Space Trees need): how many actions, 
 were side effects, errors, distinct targets per action, undeclared tools, the recent rate, and
 the highest suspicion of the content read. The forest is seeded, so scores are reproducible.
 It learns from actions that raised no alert, so hijacks do not become the norm. Its finding is
-deliberately mild: an unusual shape of activity is a reason to look, not to revoke.
+deliberately mild: an unusual shape of activity is a reason to look, not to revoke. It is
+scored on side effects and open-world calls only (see score_one).
 """
 
 import pickle
@@ -43,7 +44,10 @@ class WindowAnomaly(Detector):
         self.learned = 0
 
     def score_one(self, action, task, spec):
-        if self.learned < MIN_LEARNED:
+        # Scored where an unusual window can change a verdict: side effects and calls out of
+        # the system. On a plain read its mild risk alone never alerts; skipping those saves
+        # most of the forest's cost (it still learns from every action).
+        if self.learned < MIN_LEARNED or not (spec.side_effecting or spec.open_world):
             return []
         feats = window_features(action, task, spec)
         score = self.model.score_one(feats)
