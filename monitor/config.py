@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
+from .retention import DEFAULT_RETENTION_SECONDS
+
 
 def _env(name: str, default, cast):
     raw = os.environ.get(name)
@@ -42,6 +44,14 @@ class Settings:
     signing_key: str = ""             # PEM file of the Ed25519 key that signs revoke commands
     verify_keys: str = ""             # comma-separated PEM files of trusted public keys
     alertmanager_url: str = ""        # Alertmanager-compatible webhook (.../api/v2/alerts)
+    # Event-time seconds a task's state is kept after it is over (task.end, or its intent's
+    # expires_at for a task that never ended; see monitor.retention), then freed. One hour by
+    # default: late events of an ended task (an agent still acting, a late completion) are
+    # still refused and explained with the task's own state for that long, and the store
+    # holds about (tasks ending per second) x retention compact ended states (~650 bytes
+    # each serialized): 100 tasks/s -> 360,000 states. After it, an event of the task is
+    # treated as one of a new task without intent (held, alerted `no_intent`).
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS
     # bearer token of POST /v1/decide (empty: the endpoint refuses every request); a secret,
     # so it stays out of repr() and logs
     decide_token: str = field(default="", repr=False)
@@ -67,6 +77,8 @@ class Settings:
                              "0 < alert_at <= revoke_at <= 1")
         if self.model_snapshot_seconds <= 0:
             raise ValueError("INTENTWATCH_MODEL_SNAPSHOT_SECONDS must be positive")
+        if not self.retention_seconds >= 0:
+            raise ValueError("INTENTWATCH_RETENTION_SECONDS must be at least 0")
         if self.max_event_bytes < 1024:
             raise ValueError("INTENTWATCH_MAX_EVENT_BYTES must be at least 1024")
 

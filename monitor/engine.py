@@ -22,19 +22,23 @@ from .detectors import Detector, finding, scope_rules
 from .detectors.base import CERTAIN, SUSPICIOUS
 from .detectors.credential_lifecycle import outliving
 from .policy import ALLOW, REVOKE, Policy, fuse
+from .retention import DEFAULT_RETENTION_SECONDS, Retention
 from .revocation import revoke_command
 
 
 class Engine:
     def __init__(self, catalog: Catalog | None = None, detectors: list[Detector] | None = None,
                  policy: Policy | None = None, store: MutableMapping | None = None,
-                 registry: MutableMapping | None = None):
+                 registry: MutableMapping | None = None,
+                 retention_seconds: float = DEFAULT_RETENTION_SECONDS):
         self.catalog = catalog or Catalog()
         self.detectors = detectors if detectors is not None else scope_rules()
         self.policy = policy or Policy()
         self.store = store if store is not None else {}
         # What delegation needs to know about other tasks (see monitor.delegation).
         self.registry = registry if registry is not None else {}
+        # Frees ended and expired tasks by event time (see monitor.retention).
+        self.retention = Retention(self.store, self.registry, retention_seconds)
 
     # -- learned state -----------------------------------------------------------------------
     def model_state(self) -> dict[str, bytes]:
@@ -50,7 +54,11 @@ class Engine:
     def process(self, event: dict) -> list[dict]:
         """Decide one validated event; returns the decisions it settles (zero or more)."""
         task_id = event["task_id"]
-        task = self.store.get(task_id) or st.new_task(task_id)
+        # Free what is over by event time first; actions a freed task still held are settled.
+        stored, freed = self.retention.advance(task_id, event["event_time"],
+                                               self.store.get(task_id))
+        expired = [self._decide_without_intent(old, a) for old in freed for a in old["pending"]]
+        task = stored or st.new_task(task_id)
         etype = event["type"]
         if etype == "task.intent":
             decisions = self._on_intent(task, event)
@@ -62,7 +70,8 @@ class Engine:
         else:
             decisions = self._on_action(task, event)
         self.store[task_id] = task
-        return decisions
+        self.retention.schedule(task)
+        return expired + decisions if expired else decisions
 
     def assess(self, action: dict) -> dict:
         """Decide a proposed action (an agent.action, phase requested) against its task's
@@ -70,6 +79,8 @@ class Engine:
         inline decision a gateway asks for before it runs a call; `allowed` is false when the
         stream would revoke."""
         stored = self.store.get(action["task_id"])
+        if stored and self.retention.over(stored, action["event_time"]):
+            stored = None  # freed at this time (monitor.retention): no intent
         task = orjson.loads(orjson.dumps(stored)) if stored else st.new_task(action["task_id"])
         self._catch_up_cascade(task)
         if task["intent"] is None:
@@ -220,8 +231,9 @@ class Engine:
                                              and r["risk"] >= self.policy.revoke_at
                                              for r in decision["reasons"]):
             root = entry["parent"]
-        reached = [t for t in delegation.subtree(self.registry, root)
-                   if t != task["task_id"] and delegation.revoked_at(self.registry, t) is None]
+        reached = [t for t in delegation.subtree(self.registry, root)  # (freed tasks skipped)
+                   if t != task["task_id"] and self.registry.get(t) is not None
+                   and delegation.revoked_at(self.registry, t) is None]
         delegation.mark_revoked(self.registry, [task["task_id"], *reached],
                                 event["event_time"])
         commands = []
