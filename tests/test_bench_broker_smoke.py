@@ -1,0 +1,80 @@
+"""Smoke test of the broker benchmark (`python -m benchmarks.broker --quick`) on the session's
+broker: structure and sanity only, no timing thresholds."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from benchmarks import broker
+
+
+def test_expected_decisions_counts_held_actions():
+    def line(**e) -> bytes:
+        return orjson.dumps({"v": 1, "event_time": 1.0, **e})
+
+    intent = line(type="task.intent", task_id="a", agent_id="x", workload_id="w", goal="g",
+                  tools=["t"])
+    action = line(type="agent.action", task_id="a", agent_id="x", tool="t", args={},
+                  event_id="a1", phase="requested")
+    orphan = line(type="agent.action", task_id="b", agent_id="x", tool="t", args={},
+                  event_id="b1", phase="requested")
+    got = broker.expected_decisions([action, intent, orphan, b"not json"])
+    assert got["valid"] == 3
+    assert got["dead_letters"] == 1
+    assert got["held_without_intent"] == 1   # b's action waits for an intent that never comes
+    assert got["decisions"] == 2
+    assert got["exact"] is False
+
+
+def test_quantiles_and_rates():
+    assert broker.quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert broker.quantile([1.0, 2.0, 3.0, 4.0], 0.999) == 4.0
+    s = broker.summary_ms([0.001 * i for i in range(1, 1001)])
+    assert s["count"] == 1000
+    assert s["p50"] == pytest.approx(500.0)
+    assert s["p50"] <= s["p99"] <= s["p99.9"] <= s["max"]
+    r = broker.rates([1000 + 10 * i for i in range(101)], [])
+    assert r["events_per_second"] == pytest.approx(100.0)
+    assert len(r["events_per_second_by_tenth"]) == 10
+
+
+@pytest.mark.kafka
+def test_quick_broker_benchmark(kafka, tmp_path, capsys):
+    out = tmp_path / "broker.json"
+    code = broker.main(["--quick", "--bootstrap", kafka, "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ratio worker/baseline" in printed and "worker: decision" in printed
+    result = orjson.loads(out.read_bytes())
+
+    for key in ("commit", "command", "machine", "placement", "trace", "limits"):
+        assert result[key]
+    assert result["machine"]["cpus"] >= 1 and result["machine"]["mem_total_mib"] > 0
+
+    e2e = result["end_to_end"]
+    assert e2e["events"] == broker.QUICK["events"] == result["trace"]["events"]
+    assert e2e["expected"]["exact"] and e2e["expected"]["dead_letters"] == 0
+    work, base = e2e["worker"], e2e["baseline"]
+    # every pre-loaded event settled exactly one decision; the baseline echoed every record
+    assert work["records"] == work["expected"] == e2e["expected"]["decisions"] == e2e["events"]
+    assert work["stopped_on"] == "count" and work["duplicate_decision_ids"] == 0
+    assert sum(work["verdicts"].values()) == work["records"]
+    assert base["records"] == base["expected"] == e2e["events"]
+    assert base["process"]["records"] == e2e["events"]
+    assert work["events_per_second"] > 0 and base["events_per_second"] > 0
+    assert e2e["ratio_worker_to_baseline"] > 0
+    assert result["placement"]["worker_threads_cpus"] == [
+        str(result["placement"]["worker_and_baselines_cpu"])]
+
+    lat = result["latency"]
+    assert lat["rate"] > 0 and lat["timed_actions"] > 0
+    for side in ("worker", "baseline"):
+        r = lat[side]
+        assert r["missing"] == 0
+        s = r["decision"]
+        assert s["count"] == lat["timed_actions"]
+        assert 0 < s["p50"] <= s["p99"] <= s["p99.9"] <= s["max"]
+        assert r["rate_achieved"] > 0
+    assert lat["worker"]["revoke_commands_missing"] == 0
+    assert lat["worker"]["revoke_command"]["count"] >= 0
