@@ -1,12 +1,16 @@
-"""Performance groundwork: throughput in process and memory per task, on a scaled trace.
+"""The performance benchmarks, one command: throughput, latency, memory and growth.
 
-    intentwatch bench [--events N] [--tasks N] [--out DIR] [--quick]
+    intentwatch bench [--events N] [--tasks N] [--out DIR] [--quick] [--only PARTS]
     python -m benchmarks.bench ...
 
 1. imports the AgentDojo dev set and writes a scaled trace of N events (benchmarks.scale);
-2. events/s of the full engine, the rules engine and decode only on it (benchmarks.inprocess);
-3. bytes of state per active task and RSS of a process holding --tasks active tasks, and whether
-   ended tasks are freed (benchmarks.memory).
+2. inprocess: events/s of the full engine, the rules engine and decode only on it;
+3. memory: bytes of state per active task and RSS of a process holding --tasks active tasks,
+   whether ended tasks are freed after retention, and held states under churn;
+4. broker: end to end on the real broker beside a plain aiokafka consumer, and latency at half
+   the worker's rate beside an aiokafka echo (benchmarks.broker; needs Java and Maven, or
+   --bootstrap);
+5. growth: cost per event and memory as tasks and events per task grow (benchmarks.growth).
 Prints a summary table (progress on stderr) and writes OUT/bench.json. --quick: tiny sizes.
 """
 
@@ -25,10 +29,12 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks import inprocess, memory, scale
+from benchmarks import broker, growth, inprocess, memory, scale
+from streams import local
 
 DEFAULT_OUT = Path("out") / "benchmarks"
 QUICK = {"events": 2_000, "tasks": 300, "active": 50}
+PARTS = ("inprocess", "memory", "broker", "growth")
 
 
 def _say(msg: str) -> None:
@@ -58,7 +64,8 @@ def _commit() -> str | None:
 def run(out_dir: Path, events: int, tasks: int, active: int, work: Path,
         runs_dir: Path = scale.DATASET / "runs", tasks_file: Path = scale.DATASET / "tasks.json",
         quick: bool = False, million: bool = False, keep_trace: bool = False,
-        command: str | None = None) -> dict:
+        command: str | None = None, parts: tuple[str, ...] = PARTS,
+        bootstrap: str | None = None) -> dict:
     started = time.monotonic()
     _say(f"importing {runs_dir}")
     events_path, summary = scale.import_dev_set(work, runs_dir, tasks_file)
@@ -73,8 +80,19 @@ def run(out_dir: Path, events: int, tasks: int, active: int, work: Path,
         "dev_set": {k: summary[k] for k in ("files", "imported", "events", "skipped")},
         "scaled_trace": scaled,
     }
-    result["inprocess"] = inprocess.benchmark(trace, events)
-    result["memory"] = memory.benchmark(events_path, work, tasks, million=million)
+    if "inprocess" in parts:
+        result["inprocess"] = inprocess.benchmark(trace, events)
+    if "memory" in parts:
+        result["memory"] = memory.benchmark(events_path, work, tasks, million=million)
+    if "broker" in parts:
+        _say("broker: end to end and latency on the real broker")
+        result["broker"] = broker.benchmark(bootstrap, events=None if quick else events,
+                                            quick=quick, trace=trace, command=command)
+    if "growth" in parts:
+        sizes = growth.QUICK if quick else {"tasks": growth.TASKS, "per_task": growth.PER_TASK,
+                                            "budget": growth.BUDGET}
+        result["growth"] = growth.benchmark(sizes["tasks"], sizes["per_task"],
+                                            budget=sizes["budget"], events_path=events_path)
     if keep_trace:
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.move(str(trace), out_dir / "scaled.jsonl")
@@ -91,6 +109,20 @@ def _mib(b) -> str:
 
 
 def summary_table(result: dict) -> str:
+    lines = []
+    if "inprocess" in result:
+        lines += _inprocess_table(result)
+    if "memory" in result:
+        lines += _memory_table(result["memory"])
+    if "broker" in result:
+        lines += [broker.summary_table(result["broker"]), ""]
+    if "growth" in result:
+        lines += [growth.summary_table(result["growth"]), ""]
+    lines.append(f"total {result['seconds']} s")
+    return "\n".join(lines)
+
+
+def _inprocess_table(result: dict) -> list[str]:
     ip = result["inprocess"]
     title = (f"in-process throughput, one core, {ip['events']:,} events of the scaled trace "
              f"({result['scaled_trace']['active']} tasks active at once)")
@@ -106,7 +138,11 @@ def summary_table(result: dict) -> str:
     lines.append(f"store after the full pass: {st['tasks']:,} tasks, "
                  f"{st['ended_tasks_still_held']:,} of them ended and still held")
     lines.append("")
-    mem = result["memory"]
+    return lines
+
+
+def _memory_table(mem: dict) -> list[str]:
+    lines = []
     for n, r in mem["runs"].items():
         a, e = r["active"], r["ended"]
         s, g = a["state_bytes"], a["registry_entry_bytes"]
@@ -125,8 +161,7 @@ def summary_table(result: dict) -> str:
     if mem.get("million"):
         lines.append(f"1,000,000 tasks: skipped ({mem['million']['why']})")
     lines.append("")
-    lines.append(f"total {result['seconds']} s")
-    return "\n".join(lines)
+    return lines
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,6 +178,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--million", action="store_true",
                    help="also hold 1,000,000 active tasks (slow: about 20 minutes)")
     p.add_argument("--keep-trace", action="store_true", help="keep the trace in OUT")
+    p.add_argument("--only", default=",".join(PARTS),
+                   help="comma-separated parts to run (default all: %(default)s)")
+    p.add_argument("--bootstrap", default=None,
+                   help="a running broker for the broker part (default: start the local one)")
     p.add_argument("--runs-dir", type=Path, default=scale.DATASET / "runs")
     p.add_argument("--tasks-file", type=Path, default=scale.DATASET / "tasks.json")
 
@@ -155,11 +194,20 @@ def cmd_bench(args, settings=None) -> int:
     events = args.events or (QUICK["events"] if args.quick else 200_000)
     tasks = args.tasks or (QUICK["tasks"] if args.quick else 100_000)
     active = args.active or (QUICK["active"] if args.quick else scale.ACTIVE)
+    parts = tuple(p for p in args.only.split(",") if p)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        print(f"bench: unknown part(s) {sorted(unknown)}; choose from {PARTS}", file=sys.stderr)
+        return 2
+    if "broker" in parts and not args.bootstrap and (missing := local.have_java_and_maven()):
+        print(f"bench: the broker part needs {missing} (or --bootstrap, or --only without "
+              "broker)", file=sys.stderr)
+        return 2
     command = getattr(args, "command_line", None) or " ".join(["intentwatch", *sys.argv[1:]])
     with tempfile.TemporaryDirectory(prefix="intentwatch-bench-") as tmp:
         result = run(args.out, events, tasks, active, Path(tmp), args.runs_dir, args.tasks_file,
                      quick=args.quick, million=args.million, keep_trace=args.keep_trace,
-                     command=command)
+                     command=command, parts=parts, bootstrap=args.bootstrap)
     print(summary_table(result))
     print(f"figures in {args.out / 'bench.json'}")
     return 0

@@ -13,7 +13,8 @@ DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "agentdo
 
 @pytest.mark.skipif(not (DATASET / "runs").is_dir(), reason="AgentDojo dataset not present")
 def test_quick_bench(tmp_path, capsys):
-    code = cli.main(["bench", "--quick", "--out", str(tmp_path)])
+    # broker and growth have smoke tests of their own (test_bench_broker_smoke, ..._growth_...)
+    code = cli.main(["bench", "--quick", "--out", str(tmp_path), "--only", "inprocess,memory"])
     assert code == 0
     out = capsys.readouterr().out
     assert "in-process throughput" in out and "bytes per task" in out
@@ -32,8 +33,13 @@ def test_quick_bench(tmp_path, capsys):
     s = run["active"]["state_bytes"]
     assert 0 < s["p50"] <= s["p99"] <= s["max"]
     assert run["active"]["rss_after"] > 0
-    # The engine keeps ended tasks' state today; the benchmark must report it as measured.
+    # Ended tasks are freed once event time passes their retention: reported as measured.
     assert run["ended"]["freed"] == (run["ended"]["states_still_in_store"] == 0)
+
+
+def test_bench_refuses_an_unknown_part(tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path), "--only", "nope"]) == 2
+    assert "unknown part" in capsys.readouterr().err
 
 
 def test_scaled_trace_is_deterministic_and_distinct(tmp_path):
