@@ -1,7 +1,14 @@
 """Prometheus metrics of the monitor (prometheus-client). The stream layer and replay update
-them; the worker serves them at /metrics."""
+them; the worker serves them at /metrics.
+
+The per-event metrics are counted in a `Tally` (plain ints) and written once per batch:
+`labels()` validates and locks on every call, and each `inc()` takes a lock, which together
+cost about as much as deciding a cheap event.
+"""
 
 from __future__ import annotations
+
+from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -21,6 +28,11 @@ LATENCY = Histogram("intentwatch_decision_latency_seconds",
                     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1),
                     registry=REGISTRY)
 
+# A label value's child never changes: look each up once. (The label values are small closed
+# sets: event types, verdicts, dead-letter reasons, ack statuses.)
+events_of = cache(EVENTS.labels)
+decisions_of = cache(DECISIONS.labels)
+dead_letters_of = cache(DEAD_LETTERS.labels)
 
 ACK_SECONDS = Histogram("intentwatch_revoke_ack_seconds",
                         "From the offending event to the enforcement acknowledgement",
@@ -28,6 +40,7 @@ ACK_SECONDS = Histogram("intentwatch_revoke_ack_seconds",
                         registry=REGISTRY)
 ACKS = Counter("intentwatch_revoke_acks_total", "Acknowledgements of revoke commands, by status",
                ["status"], registry=REGISTRY)
+acks_of = cache(ACKS.labels)
 
 
 def observe_ack(ack: dict) -> None:
@@ -35,17 +48,47 @@ def observe_ack(ack: dict) -> None:
     issued_at) and the enforcer's wall clock, so they are only as comparable as the clocks of
     the agent runtime and the enforcer."""
     status = ack.get("status")
-    ACKS.labels(status if status in ("enforced", "rejected", "failed") else "other").inc()
+    acks_of(status if status in ("enforced", "rejected", "failed") else "other").inc()
     issued, acked = ack.get("issued_at"), ack.get("acked_at")
     if status == "enforced" and isinstance(issued, (int, float)) and \
             isinstance(acked, (int, float)) and acked >= issued:
         ACK_SECONDS.observe(acked - issued)
 
 
-def observe(decisions: list[dict]) -> None:
-    for d in decisions:
-        DECISIONS.labels(d["verdict"]).inc()
-        REVOCATIONS.inc((d["command"] is not None) + len(d.get("cascade", ())))
+class Tally:
+    """The per-event metrics of one batch in plain ints; `flush()` adds them to the metrics,
+    once (a new Tally for each batch)."""
+
+    __slots__ = ("commands", "dead_letters", "events", "latencies", "verdicts")
+
+    def __init__(self) -> None:
+        self.events: dict[str, int] = {}
+        self.verdicts: dict[str, int] = {}
+        self.dead_letters: dict[str, int] = {}
+        self.commands = 0
+        self.latencies: list[float] = []
+
+    def decided(self, event_type: str, seconds: float, decisions: list[dict]) -> None:
+        self.events[event_type] = self.events.get(event_type, 0) + 1
+        self.latencies.append(seconds)
+        for d in decisions:
+            self.verdicts[d["verdict"]] = self.verdicts.get(d["verdict"], 0) + 1
+            self.commands += (d["command"] is not None) + len(d.get("cascade", ()))
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+
+    def flush(self) -> None:
+        for etype, n in self.events.items():
+            events_of(etype).inc(n)
+        for verdict, n in self.verdicts.items():
+            decisions_of(verdict).inc(n)
+        for reason, n in self.dead_letters.items():
+            dead_letters_of(reason).inc(n)
+        if self.commands:
+            REVOCATIONS.inc(self.commands)
+        for seconds in self.latencies:  # a histogram has no bulk update
+            LATENCY.observe(seconds)
 
 
 def exposition() -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from . import metrics
 from .contracts import DEFAULT_MAX_BYTES, ContractError, decode
@@ -25,6 +26,20 @@ class Pipeline:
                ) -> tuple[list[dict], ContractError | None]:
         """Decide one record. `key` is the record's Kafka key, if it came from the bus: it must
         be the task id, or the event would be decided on another partition's state."""
+        return self.handle_batch(((raw, key),))[0]
+
+    def handle_batch(self, records: Iterable[tuple[bytes, bytes | None]]
+                     ) -> list[tuple[list[dict], ContractError | None]]:
+        """Decide (raw, key) records one after the other, in order (each as `handle` would):
+        one (decisions, error) per record. The metrics are written once, at the end."""
+        tally = metrics.Tally()
+        try:
+            return [self._decide(raw, key, tally) for raw, key in records]
+        finally:
+            tally.flush()
+
+    def _decide(self, raw: bytes, key: bytes | None, tally: metrics.Tally
+                ) -> tuple[list[dict], ContractError | None]:
         started = time.perf_counter()
         try:
             event = decode(raw, self.max_bytes)
@@ -32,16 +47,14 @@ class Pipeline:
                 raise ContractError("key_mismatch", "record key is not the event's task_id")
             decisions = self.engine.process(event)
         except ContractError as err:
-            metrics.DEAD_LETTERS.labels(err.code).inc()
+            tally.dead_letter(err.code)
             return [], err
         except Exception as exc:  # a bug must not stop the worker, nor lose the record
             log.exception("engine failed on a record")
             err = ContractError("processing_error", f"{type(exc).__name__}: {exc}")
-            metrics.DEAD_LETTERS.labels(err.code).inc()
+            tally.dead_letter(err.code)
             return [], err
-        metrics.EVENTS.labels(event["type"]).inc()
-        metrics.LATENCY.observe(time.perf_counter() - started)
-        metrics.observe(decisions)
+        tally.decided(event["type"], time.perf_counter() - started, decisions)
         return decisions, None
 
 

@@ -6,12 +6,15 @@ Everything that decides lives in `monitor`; this module moves bytes between Kafk
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import weakref
 from collections.abc import MutableMapping
 
 import faust
 import orjson
+from faust.streams import _current_event, current_event  # (no public setter)
 
 from monitor import metrics, signing
 from monitor.catalog import Catalog
@@ -26,32 +29,75 @@ from .decide import register_decide_view
 
 log = logging.getLogger("intentwatch.worker")
 
+# The decision agent takes up to BATCH_MAX records at a time; a record waits at most
+# BATCH_WITHIN seconds for its batch to fill, which is added to a decision's latency when
+# traffic is light (measured at 300 events/s: p50 +6 ms with 0.01 s, +40 ms with 0.05 s).
+BATCH_MAX = 500
+BATCH_WITHIN = 0.01
+
 
 class JsonStore(MutableMapping):
     """The engine's task store over a Faust table of raw bytes: orjson in and out, so the
-    changelog holds plain JSON and recovery needs no model classes."""
+    changelog holds plain JSON and recovery needs no model classes.
+
+    A write changes the table's local store at once and keeps its changelog record, bound for
+    the partition of the event being decided (where `Table.__setitem__` would send it), until
+    the worker sends it with the batch's outputs (`changes()`) and waits for the broker before
+    it acks the batch. Faust's own path (Table.__setitem__: its producer buffer, one produce
+    request per record) measured about 0.4 ms per write here, half of the worker's time per
+    event; a direct producer call about 0.05 ms. Recovery reads the same changelog as before.
+    """
 
     def __init__(self, table):
         self.table = table
+        self.changelog = table.changelog_topic.get_topic_name()
+        self._changes: list[tuple[bytes, bytes | None, int]] = []
 
     def __getitem__(self, key: str) -> dict:
-        return orjson.loads(self.table[key.encode()])
+        return orjson.loads(self.table.data[key.encode()])
 
     def get(self, key: str, default=None):
-        raw = self.table.get(key.encode())
+        raw = self.table.data.get(key.encode())
         return default if raw is None else orjson.loads(raw)
 
     def __setitem__(self, key: str, value: dict) -> None:
-        self.table[key.encode()] = orjson.dumps(value)
+        raw_key, raw, partition = key.encode(), orjson.dumps(value), self._partition()
+        self.table.data[raw_key] = raw
+        self._changes.append((raw_key, raw, partition))
 
     def __delitem__(self, key: str) -> None:
-        del self.table[key.encode()]
+        raw_key, partition = key.encode(), self._partition()
+        del self.table.data[raw_key]
+        self._changes.append((raw_key, None, partition))
 
     def __iter__(self):
-        return (k.decode() for k in self.table)
+        return (k.decode() for k in self.table.data)
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.table.data)
+
+    def _partition(self) -> int:
+        event = current_event()
+        if event is None:  # as Faust's tables refuse it: no partition to put the record in
+            raise RuntimeError(f"{self.table.name}: changed outside of a record being decided")
+        return event.message.partition
+
+    def changes(self) -> list[tuple[bytes, bytes | None, int]]:
+        """(key, value or None for a delete, partition) of the writes since the last call."""
+        changes, self._changes = self._changes, []
+        return changes
+
+
+def as_current_events(events):
+    """(value, key) of each Faust event, each made Faust's current event while it is decided,
+    as Faust's own per-event iterator does: a table write's changelog record goes to the
+    partition of the current event (JsonStore, like Faust's tables), which must be the
+    record's own. (noack_take leaves no current event in the agent's task: it buffers the
+    events in another task.)"""
+    for event in events:
+        _current_event.set(weakref.ref(event))
+        yield event.value, event.message.key
+    _current_event.set(None)
 
 
 def command_signer(settings: Settings):
@@ -93,10 +139,6 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     inputs = app.topic(settings.topic_intents, settings.topic_actions, key_type=bytes,
                        value_type=bytes, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
-    decisions_topic = raw_topic(settings.topic_decisions)
-    alerts_topic = raw_topic(settings.topic_alerts)
-    revocations_topic = raw_topic(settings.topic_revocations)
-    dead_letters_topic = raw_topic(settings.topic_dead_letters)
 
     # Raw bytes in the table and its changelog; the engine sees dicts through JsonStore.
     # (key_type=bytes makes Faust pick the raw codec for the table and its changelog.)
@@ -106,8 +148,11 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     registry = app.GlobalTable("registry", default=None, partitions=settings.partitions,
                                key_type=bytes, value_type=bytes)
     catalog = Catalog.load(settings.catalog) if settings.catalog else Catalog()
+    stores = (JsonStore(tasks), JsonStore(registry))
     engine = build_engine("full", catalog, Policy(settings.alert_at, settings.revoke_at),
-                          store=JsonStore(tasks), registry=JsonStore(registry))
+                          store=stores[0], registry=stores[1])
+    engine.retention.seconds = settings.retention_seconds
+    tasks.on_recover(engine.retention.on_recover)  # index the partitions a rebalance brings
     if model_snapshot:
         engine.load_model_state(model_snapshot)
         # Faust configures logging later, when the worker starts: say it on stderr.
@@ -134,30 +179,70 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     if forwarder is not None:
         app.task(forwarder.run)
 
-    @app.agent(inputs)
-    async def decide(stream):
-        async for event in stream.events():
+    async def publish(producer, events, results) -> None:
+        """Send each record's outputs, in record order, and the batch's changelog records,
+        then wait until the broker has them all: a record is acked (and its offset committed)
+        only once its outputs and state are stored. (Faust's Producer.send, not Topic.send:
+        measured about 5x cheaper per record, as the topic layer yields to the event loop
+        several times per send, so each record went out in a produce request of its own.)"""
+        sent = []  # send() only queues a record: these are its delivery futures
+
+        async def send(topic: str, key: bytes | None, value: bytes | None, headers=None,
+                       partition: int | None = None) -> None:
+            sent.append(await producer.send(topic, key, value, partition, None, headers))
+
+        for event, (decisions, err) in zip(events, results, strict=True):
             message = event.message
-            decisions, err = pipeline.handle(event.value, message.key)
             if err is not None:
                 log.warning("dead letter from %s[%s]@%s: %s", message.topic, message.partition,
                             message.offset, err)
-                await dead_letters_topic.send(
-                    key=message.key, value=event.value,
-                    headers=dead_letter_headers(err, message.topic, message.partition,
-                                                message.offset))
+                await send(settings.topic_dead_letters, message.key, event.value,
+                           dead_letter_headers(err, message.topic, message.partition,
+                                               message.offset))
                 continue
             for d in decisions:
                 key = d["task_id"].encode()
                 body = orjson.dumps(d)
-                await decisions_topic.send(key=key, value=body)
+                await send(settings.topic_decisions, key, body)
                 if d["verdict"] != ALLOW:
-                    await alerts_topic.send(key=key, value=body)
+                    await send(settings.topic_alerts, key, body)
                     if forwarder is not None:
                         forwarder.offer(d)
                 for command in ([d["command"]] if d["command"] else []) + d["cascade"]:
-                    await revocations_topic.send(key=command["task_id"].encode(),
-                                                 value=orjson.dumps(sign(command)))
+                    await send(settings.topic_revocations, command["task_id"].encode(),
+                               orjson.dumps(sign(command)))
+        for store in stores:
+            for key, value, partition in store.changes():
+                await send(store.changelog, key, value, partition=partition)
+        await asyncio.gather(*sent)
+
+    async def track_topics(producer) -> None:
+        """aiokafka refreshes metadata only for the topics its client tracks, and tracks one
+        only once a send found it unknown: a topic known from an earlier refresh of all topics
+        drops out at the next partial refresh, and records queued for it wait for a leader
+        that never comes (seen with the changelog topics: the batch never completed). So track
+        every topic the agent writes."""
+        client = producer._ensure_producer().client  # (Faust has no public accessor)
+        await asyncio.gather(*(client.add_topic(topic) for topic in (
+            settings.topic_decisions, settings.topic_alerts, settings.topic_revocations,
+            settings.topic_dead_letters, models_topic.get_topic_name(),
+            *(store.changelog for store in stores))))
+
+    @app.agent(inputs)
+    async def decide(stream):
+        producer = await app.maybe_start_producer()
+        await track_topics(producer)
+        # A batch of records per iteration: Faust's per-event agent path and an awaited send
+        # per output cost more than deciding a simple event. noack_take leaves acking to us.
+        async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN):
+            # Records fetched before a rebalance are read again from the committed offset by
+            # whoever owns their partition now: skip them, unacked (Faust's own per-event
+            # iterator skips them too).
+            generation = app.consumer_generation_id
+            events = [e for e in batch if e.message.generation_id == generation]
+            await publish(producer, events, pipeline.handle_batch(as_current_events(events)))
+            for event in events:
+                await stream.ack(event)
 
     acks_topic = raw_topic(settings.topic_acks)
 
@@ -167,7 +252,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
             try:
                 ack = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                metrics.ACKS.labels("malformed").inc()
+                metrics.acks_of("malformed").inc()
                 continue
             if isinstance(ack, dict):
                 metrics.observe_ack(ack)
