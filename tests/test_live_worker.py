@@ -150,13 +150,15 @@ def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
     odd.append(late)
     as_lines = lambda evs: [(0, orjson.dumps(e)) for e in evs]
 
-    first = start_worker(prefix, catalog=catalog, model_snapshot_seconds=600)
+    # Retention longer than the trace's event time, so the ended task is still held (not freed).
+    keep = {"catalog": catalog, "model_snapshot_seconds": 600, "retention_seconds": 10**6}
+    first = start_worker(prefix, **keep)
     s = first.settings
     asyncio.run(produce(as_lines(training), s))
     read_outputs(first, lambda rs: count(rs, s.topic_decisions) >= len(training), timeout=90)
     assert local.stop_worker(first.proc) == 0  # a clean stop snapshots the models
 
-    second = start_worker(prefix, catalog=catalog, model_snapshot_seconds=600)
+    second = start_worker(prefix, **keep)
     asyncio.run(produce(as_lines(odd), s))
     records = read_outputs(second, lambda rs: count(rs, s.topic_decisions)
                            >= len(training) + len(odd), timeout=90)
