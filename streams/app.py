@@ -40,18 +40,24 @@ class JsonStore(MutableMapping):
     """The engine's task store over a Faust table of raw bytes: orjson in and out, so the
     changelog holds plain JSON and recovery needs no model classes.
 
-    A write changes the table's local store at once and keeps its changelog record, bound for
-    the partition of the event being decided (where `Table.__setitem__` would send it), until
-    the worker sends it with the batch's outputs (`changes()`) and waits for the broker before
-    it acks the batch. Faust's own path (Table.__setitem__: its producer buffer, one produce
+    A write changes the table's local store at once and keeps its changelog record until the
+    worker sends it with the batch's outputs (`changes()`) and waits for the broker before it
+    acks the batch. Faust's own path (Table.__setitem__: its producer buffer, one produce
     request per record) measured about 0.4 ms per write here, half of the worker's time per
-    event; a direct producer call about 0.05 ms. Recovery reads the same changelog as before.
+    event; a direct producer call about 0.05 ms. Recovery reads the changelog as before.
+
+    The record's partition: `by_key`, the key's own (None: the producer's partitioner, which
+    put the task's input records there too), so that freeing another task (retention) leaves
+    its tombstone beside its state; otherwise the partition of the record being decided, as
+    Faust's tables do, which a global table needs: a worker follows live only the partitions
+    it does not own, i.e. the ones other workers write to.
     """
 
-    def __init__(self, table):
+    def __init__(self, table, by_key: bool):
         self.table = table
+        self.by_key = by_key
         self.changelog = table.changelog_topic.get_topic_name()
-        self._changes: list[tuple[bytes, bytes | None, int]] = []
+        self._changes: list[tuple[bytes, bytes | None, int | None]] = []
 
     def __getitem__(self, key: str) -> dict:
         return orjson.loads(self.table.data[key.encode()])
@@ -76,13 +82,15 @@ class JsonStore(MutableMapping):
     def __len__(self) -> int:
         return len(self.table.data)
 
-    def _partition(self) -> int:
+    def _partition(self) -> int | None:
+        if self.by_key:
+            return None
         event = current_event()
         if event is None:  # as Faust's tables refuse it: no partition to put the record in
             raise RuntimeError(f"{self.table.name}: changed outside of a record being decided")
         return event.message.partition
 
-    def changes(self) -> list[tuple[bytes, bytes | None, int]]:
+    def changes(self) -> list[tuple[bytes, bytes | None, int | None]]:
         """(key, value or None for a delete, partition) of the writes since the last call."""
         changes, self._changes = self._changes, []
         return changes
@@ -90,7 +98,7 @@ class JsonStore(MutableMapping):
 
 def as_current_events(events):
     """(value, key) of each Faust event, each made Faust's current event while it is decided,
-    as Faust's own per-event iterator does: a table write's changelog record goes to the
+    as Faust's own per-event iterator does: a registry write's changelog record goes to the
     partition of the current event (JsonStore, like Faust's tables), which must be the
     record's own. (noack_take leaves no current event in the agent's task: it buffers the
     events in another task.)"""
@@ -148,7 +156,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     registry = app.GlobalTable("registry", default=None, partitions=settings.partitions,
                                key_type=bytes, value_type=bytes)
     catalog = Catalog.load(settings.catalog) if settings.catalog else Catalog()
-    stores = (JsonStore(tasks), JsonStore(registry))
+    stores = (JsonStore(tasks, by_key=True), JsonStore(registry, by_key=False))
     engine = build_engine("full", catalog, Policy(settings.alert_at, settings.revoke_at),
                           store=stores[0], registry=stores[1])
     engine.retention.seconds = settings.retention_seconds

@@ -69,24 +69,34 @@ def test_each_record_is_fausts_current_event_while_it_is_decided():
     assert current_event() is None  # nothing is left current after the batch
 
 
-def test_the_store_keeps_each_change_for_the_partition_of_the_record_being_decided():
-    changelog = types.SimpleNamespace(get_topic_name=lambda: "app-tasks-changelog")
-    table = types.SimpleNamespace(name="tasks", data={}, changelog_topic=changelog)
-    store = JsonStore(table)
+def test_the_stores_keep_each_change_for_its_partition():
+    def table(name: str):
+        changelog = types.SimpleNamespace(get_topic_name=lambda: f"app-{name}-changelog")
+        return types.SimpleNamespace(name=name, data={}, changelog_topic=changelog)
+
+    registry, tasks = JsonStore(table("registry"), by_key=False), JsonStore(table("tasks"),
+                                                                            by_key=True)
     with pytest.raises(RuntimeError):
-        store["t1"] = {"n": 0}  # no record being decided: no partition to send it to
-    assert table.data == {}
+        registry["t1"] = {"n": 0}  # no record being decided: no partition to send it to
+    assert registry.table.data == {}
     events = [FakeEvent(b"a", partition=2), FakeEvent(b"b", partition=3)]
     records = as_current_events(events)
     next(records)
-    store["t1"] = {"n": 1}
+    registry["t1"] = tasks["t1"] = {"n": 1}
     next(records)
-    store["t2"] = {"n": 2}
-    del store["t1"]
+    registry["t2"] = tasks["t2"] = {"n": 2}
+    del registry["t1"], tasks["t1"]
     assert list(records) == []  # the batch is over: no current event any more
-    assert dict(store.items()) == {"t2": {"n": 2}} and table.data == {b"t2": b'{"n":2}'}
-    assert store.changes() == [(b"t1", b'{"n":1}', 2), (b"t2", b'{"n":2}', 3), (b"t1", None, 3)]
-    assert store.changes() == []
+    for store in (registry, tasks):
+        assert dict(store.items()) == {"t2": {"n": 2}}
+        assert store.table.data == {b"t2": b'{"n":2}'}
+    # The registry follows the record being decided; tasks go by key (partition None: the
+    # producer's partitioner), so freeing another task's state deletes it in its own partition.
+    assert registry.changes() == [(b"t1", b'{"n":1}', 2), (b"t2", b'{"n":2}', 3),
+                                  (b"t1", None, 3)]
+    assert tasks.changes() == [(b"t1", b'{"n":1}', None), (b"t2", b'{"n":2}', None),
+                               (b"t1", None, None)]
+    assert registry.changes() == tasks.changes() == []
 
 
 def test_the_worker_runs_on_uvloop_when_it_is_installed():
