@@ -41,8 +41,9 @@ def tokens(text: str) -> tuple[str, ...]:
     """Lower-case word and value tokens; URLs lose scheme and 'www.' so that the same address
     compares equal however it was written. Cached: tool results repeat a lot (listings, pages,
     the same records read by many tasks), and this is the hot path of the text detectors."""
-    found = _TOKEN.findall(text.lower())
-    if "://" not in text and "www." not in text.lower():
+    lowered = text.lower()
+    found = _TOKEN.findall(lowered)
+    if "://" not in lowered and "www." not in lowered:
         return tuple(found)  # nothing to strip (a token never ends with '/')
     return tuple(_strip_url(t) for t in found)
 
