@@ -19,7 +19,7 @@ is never treated as harmless. An entry may give MCP tool annotations instead of 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CAPABILITIES = ("read", "write", "send", "money", "delete", "identity")
@@ -32,10 +32,15 @@ class ToolSpec:
     targets: tuple[str, ...] = ()  # argument names that name a target (recipient, url, path...)
     known: bool = True
     open_world: bool = False       # reaches outside the system (MCP openWorldHint): a web fetch
+    # Derived once: they are read several times for every action.
+    side_effecting: bool = field(init=False, compare=False)   # any capability beyond read
+    watched: bool = field(init=False, compare=False)   # a side effect or an open-world call:
+    #                                                    its targets are checked
 
-    @property
-    def side_effecting(self) -> bool:
-        return bool(self.capabilities - {"read"})
+    def __post_init__(self):
+        side_effecting = bool(self.capabilities - {"read"})
+        object.__setattr__(self, "side_effecting", side_effecting)
+        object.__setattr__(self, "watched", side_effecting or self.open_world)
 
 
 DEFAULT_CAPABILITIES = frozenset({"write"})

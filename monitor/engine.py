@@ -39,6 +39,12 @@ class Engine:
         self.registry = registry if registry is not None else {}
         # Frees ended and expired tasks by event time (see monitor.retention).
         self.retention = Retention(self.store, self.registry, retention_seconds)
+        # Only the hooks a detector overrides are called: most detectors are rules that only
+        # score, and a call that does nothing costs as much as a cheap rule.
+        self._learners = _overriding(self.detectors, "learn_one")
+        self._observers = _overriding(self.detectors, "observe_result")
+        self._enders = _overriding(self.detectors, "task_ended")
+        self._scorers: dict[str, list] = {}   # tool name -> score_one of the detectors it needs
 
     # -- learned state -----------------------------------------------------------------------
     def model_state(self) -> dict[str, bytes]:
@@ -88,7 +94,8 @@ class Engine:
                                "no declared intent for this task")]
         else:
             spec = self.catalog.get(action["tool"])
-            reasons = [f for det in self.detectors for f in det.score_one(action, task, spec)]
+            reasons = [f for score_one in self._scorers_of(spec)
+                       for f in score_one(action, task, spec)]
             if task["revoked_at"] is not None:
                 reasons.append(finding("engine", "task_revoked", CERTAIN,
                                        "the task's credentials were revoked earlier",
@@ -140,8 +147,8 @@ class Engine:
         decisions.append(self._decide(task, end, outliving(task, t)))
         if task["intent"] is not None:
             clean = not task["flagged"]
-            for det in self.detectors:
-                det.task_ended(task, clean)
+            for task_ended in self._enders:
+                task_ended(task, clean)
         return decisions
 
     def _on_action(self, task: dict, action: dict) -> list[dict]:
@@ -158,19 +165,28 @@ class Engine:
         completed = action["phase"] == "completed"
         if not (completed and st.record_completion(task, action)):
             # A request, or a completion whose request this monitor never saw: score it.
-            for det in self.detectors:
-                reasons.extend(det.score_one(action, task, spec))
-            for det in self.detectors:
-                det.learn_one(action, task, spec, reasons)
+            for score_one in self._scorers_of(spec):
+                reasons.extend(score_one(action, task, spec))
+            for learn_one in self._learners:
+                learn_one(action, task, spec, reasons)
             st.record_action(task, action, spec)
         if completed:
-            for det in self.detectors:
-                det.observe_result(action, task, spec)
+            for observe_result in self._observers:
+                observe_result(action, task, spec)
         if task["revoked_at"] is not None:
             reasons.append(finding("engine", "task_revoked", CERTAIN,
                                    "the task's credentials were revoked earlier",
                                    revoked_at=task["revoked_at"]))
         return self._decide(task, action, reasons)
+
+    def _scorers_of(self, spec) -> list:
+        scorers = self._scorers.get(spec.name)
+        if scorers is None:
+            if len(self._scorers) >= MAX_TOOLS_CACHED:  # bounded: tool names come from events
+                self._scorers.clear()
+            scorers = self._scorers[spec.name] = [d.score_one for d in self.detectors
+                                                  if d.applies_to(spec)]
+        return scorers
 
     def _decide_without_intent(self, task: dict, action: dict) -> dict:
         reasons = [finding("engine", "no_intent", SUSPICIOUS,
@@ -253,6 +269,15 @@ class Engine:
         if t is not None and task["revoked_at"] is None:
             task["revoked_at"] = t
             task["revoked"].extend(self.registry[task["task_id"]]["credentials"])
+
+
+MAX_TOOLS_CACHED = 10_000
+
+
+def _overriding(detectors: list[Detector], hook: str) -> list:
+    """The bound `hook` of each detector that overrides the base class's no-op, in order."""
+    return [getattr(d, hook) for d in detectors
+            if getattr(type(d), hook) is not getattr(Detector, hook)]
 
 
 def _decision_id(event: dict) -> str:

@@ -14,6 +14,8 @@ ALLOW, ALERT, REVOKE = "allow", "alert", "revoke"
 
 def fuse(findings: list[dict]) -> float:
     """Noisy-or over independent evidence: 1 - prod(1 - r), one r per basis."""
+    if not findings:  # (most events)
+        return 0.0
     strongest: dict = {}
     for i, f in enumerate(findings):
         basis = f.get("basis") or i

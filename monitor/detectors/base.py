@@ -6,6 +6,8 @@ with the same arguments plus every finding of that action (so a learned detector
 rules' verdict as a label): prequential, score first, then learn. Two more hooks let detectors
 watch what is not an action: `observe_result` sees each completed call's result, `task_ended`
 sees a task end and whether it ended clean (no alert, no revoke). Rule detectors use none.
+The engine calls only the hooks a detector overrides, and `score_one` only for the tools
+`applies_to` accepts.
 
 A finding is a plain dict: detector, code, risk in [0, 1], a message for people, and evidence.
 """
@@ -31,6 +33,11 @@ def finding(detector: str, code: str, risk: float, message: str, basis: str | No
 
 class Detector:
     name = "detector"
+
+    def applies_to(self, spec) -> bool:
+        """Whether score_one can find anything for calls of this tool. The engine asks once per
+        tool and skips the detector for the others (most only look at side effects)."""
+        return True
 
     def score_one(self, action: dict, task: dict, spec) -> list[dict]:
         raise NotImplementedError
