@@ -4,6 +4,7 @@ import copy
 
 import orjson
 
+from monitor import bloom
 from monitor.catalog import Catalog
 from monitor.detectors.argument_grounding import ArgumentGrounding
 from monitor.detectors.injection_evidence import MIN_POSITIVES, InjectionEvidence
@@ -63,8 +64,8 @@ def test_grounding_separates_goal_clean_data_tainted_and_nowhere():
     spec = CATALOG.get("send_email")
     task = new_task("t")
     task["intent"] = {"goal": "mail bob@corp.example", "tools": ["send_email"], "scopes": {}}
-    task["provenance"] = {"clean": ["carol@corp.example"], "tainted": {"eve@evil.example": 0.8},
-                          "suspicion": 0.8, "segments": []}
+    task["provenance"] = {"clean": bloom.of(["carol@corp.example"]),
+                          "tainted": {"eve@evil.example": 0.8}, "suspicion": 0.8}
 
     def check(to):
         return det.score_one({"tool": "send_email", "args": {"to": to}}, task, spec)

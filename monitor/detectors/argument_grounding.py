@@ -8,7 +8,9 @@ hijack that stays inside the declared tools; a target that appears nowhere the m
 weaker evidence (the agent may know it from elsewhere), worth an alert only with other evidence.
 """
 
-from .. import text
+from functools import lru_cache
+
+from .. import bloom, text
 from ..state import target_values
 from .base import VIOLATION, Detector, finding
 
@@ -18,23 +20,26 @@ UNGROUNDED = 0.45
 class ArgumentGrounding(Detector):
     name = "argument_grounding"
 
+    def applies_to(self, spec):
+        return spec.watched
+
     def score_one(self, action, task, spec):
-        if not (spec.side_effecting or spec.open_world):
+        if not spec.watched:
             return []
         intent = task["intent"]
-        trusted = set(text.tokens(intent["goal"]))
-        for patterns in (intent.get("scopes") or {}).values():
-            for p in patterns:
-                trusted.update(text.tokens(p))
+        trusted = _goal_tokens(intent["goal"])
+        if intent.get("scopes"):
+            trusted = trusted.union(*(text.tokens(p) for patterns in intent["scopes"].values()
+                                      for p in patterns))
         prov = task.get("provenance") or {}
-        clean, tainted = set(prov.get("clean", ())), prov.get("tainted", {})
+        read_clean, tainted = bloom.reader(prov.get("clean", ())), prov.get("tainted", {})
         out = []
         for value, is_target in _checked_values(action, spec):
             toks = text.tokens(text.normalise(value))
             if not is_target:
                 # In free text (a message body) only addresses and codes are followed.
                 toks = [t for t in toks if text.shape(t) in ("email", "url", "code")]
-            if not toks or all(t in trusted or t in clean for t in toks):
+            if not toks or all(t in trusted or read_clean(t) for t in toks):
                 continue
             suspicion = max((tainted.get(t, 0.0) for t in toks), default=0.0)
             if suspicion:
@@ -52,6 +57,11 @@ class ArgumentGrounding(Detector):
                                    "the intent nor in anything the task read",
                                    value=str(value)[:200], tool=action["tool"]))
         return out
+
+
+@lru_cache(maxsize=4096)
+def _goal_tokens(goal: str) -> frozenset[str]:
+    return frozenset(text.tokens(goal))
 
 
 def _checked_values(action, spec):

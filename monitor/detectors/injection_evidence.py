@@ -10,43 +10,90 @@ phrase in advance. It learns from the engine's own, certain evidence, in the str
 So a new attack style is learned from the first hijacks the rules catch, and then flags the
 hijacks the rules cannot see (declared tools, wrong targets).
 
-What the model concluded is written into the task's state: the tokens seen in clean and in
-suspicious content (for argument grounding), and the highest suspicion so far, which raises the
-risk of the side effects that follow. The segments themselves, needed only to learn once the
-task's label is known, wait in a bounded buffer of the detector (part of its model state), not
-in the task's state: they are most of a task's bytes and no decision reads them.
+What the model concluded is written into the task's state: the tokens seen in clean content
+(a Bloom filter, see monitor.bloom) and in suspicious content with their suspicion (for
+argument grounding), and the highest suspicion so far, which raises the risk of the side
+effects that follow. What it read, needed only to learn once the task's label is known, waits
+in a bounded buffer of the detector (part of its model state), not in the task's state: it is
+most of a task's bytes and no decision reads it.
 """
 
 from __future__ import annotations
 
 import pickle
-from functools import lru_cache
 from itertools import chain
 from typing import NamedTuple
 
-from .. import text
+import numpy as np
+
+from .. import bloom, text
+from ..lru import SizedLRU
 from ..state import target_values
 from .base import VIOLATION, Detector, finding
-from .text_model import Featurizer, HashedLogistic, Layout, layout
+from .text_model import Featurizer, HashedLogistic, Layout, layout, sigmoid, tail
 
 SUSPICIOUS_AT = 0.5           # a segment at or above this is treated as injected content
 MAX_SEGMENTS = 24             # recent segments kept per task (for learning)
-MAX_BUFFERED = 20_000         # segments kept for learning, over all tasks (oldest task dropped)
-MAX_CLEAN_TOKENS = 384
+MAX_BUFFERED = 40_000         # segments of the readings the buffer holds, over all tasks
+READINGS_CACHED_CHARS = 8_000_000   # text of the tool results whose reading is cached
 MAX_TAINTED_TOKENS = 128
 MIN_INSTRUCTION_TOKENS = 6    # shortest segment taken as an injected instruction
 MIN_POSITIVES = 5             # do not trust the model before it has seen this many injections
 MAX_POSITIVE_WEIGHT = 50.0    # cap of the class-balancing weight of a positive
 
-Context = tuple[str, str, str]   # previous segment, segment, next segment ("" at the edges)
-
 
 class Reading(NamedTuple):
-    """What the model needs of one tool result, a pure function of its text."""
+    """What the model needs of one tool result (or of some of its segments), a pure function of
+    its text."""
     segments: list[str]
-    contexts: list[Context]
     layout: Layout
-    tokens: tuple[str, ...]      # every segment's tokens, once each, in order
+    hashes: np.ndarray           # hash of every token of every segment, in order (bloom)
+    owner: np.ndarray            # the segment each of those tokens is in
+    filters: dict                # m -> the result's tokens as a filter of m bits (cache)
+
+    def clean_bits(self, keep: np.ndarray | None = None):
+        """bits_for(m) of the result's tokens (those of the `keep` segments, if given) for the
+        task's filter: at most a layer's capacity of them, the last ones."""
+        def bits_for(m: int) -> int:
+            if keep is None and m in self.filters:
+                return self.filters[m]
+            hashes = self.hashes if keep is None else self.hashes[keep[self.owner]]
+            bits = bloom.bits_of(_latest_distinct(hashes, bloom.capacity(m)), m)
+            if keep is None:
+                self.filters[m] = bits
+            return bits
+        return bits_for
+
+
+class Held:
+    """What one task read recently, kept to learn from once its label is known: parts
+    (segments, layout, first segment kept) of the results it read, oldest first. `cost` is the
+    number of segments the parts hold, kept or not; `kept` the number kept."""
+
+    __slots__ = ("cost", "kept", "parts")
+
+    def __init__(self):
+        self.parts: list[tuple[list[str], Layout, int]] = []
+        self.cost = self.kept = 0
+
+    def add(self, segs: list[str], lay: Layout, n: int) -> None:
+        """Add a part, then keep the last n segments. A large result keeps a copy of the part
+        still needed, so that the buffer does not hold on to all of it."""
+        self.parts.append((segs, lay, 0))
+        self.cost += lay.m
+        self.kept += lay.m
+        while self.kept > n:
+            segs, lay, lo = self.parts[0]
+            drop = min(self.kept - n, lay.m - lo)
+            self.kept -= drop
+            if lo + drop == lay.m:
+                self.parts.pop(0)
+                self.cost -= lay.m
+            elif lay.m > 2 * n:
+                self.parts[0] = (segs[lo + drop:], tail(lay, lo + drop), 0)
+                self.cost -= lo + drop
+            else:
+                self.parts[0] = (segs, lay, lo + drop)
 
 
 class InjectionEvidence(Detector):
@@ -57,33 +104,39 @@ class InjectionEvidence(Detector):
         self.model = HashedLogistic()
         self.positives = 0
         self.negatives = 0
-        # task id -> its recent contexts, least recently updated task first
-        self.buffer: dict[str, list[Context]] = {}
+        # task id -> what it read recently, least recently updated task first; `buffered` is
+        # the sum of their costs
+        self.buffer: dict[str, Held] = {}
         self.buffered = 0
-        # Identical results recur (the same listing read by many tasks): cache their reading.
-        self.read = lru_cache(maxsize=2048)(self._read)
+        # Identical results recur (the same listing read by many tasks): cache their reading,
+        # bounded by the length of the results.
+        self.readings = SizedLRU(READINGS_CACHED_CHARS)
 
-    def _read(self, result: str) -> Reading:
-        segs = text.segments(result)
-        padded = ["", *segs, ""]
-        return Reading(segs, list(zip(padded, segs, padded[2:], strict=False)),
-                       layout([self.features.buckets(s) for s in segs]),
-                       tuple(dict.fromkeys(chain.from_iterable(map(text.tokens, segs)))))
+    def read(self, result: str) -> Reading:
+        reading = self.readings.get(result)
+        if reading is None:
+            reading = self._reading(text.segments(result))
+            self.readings.put(result, reading, len(result))
+        return reading
+
+    def _reading(self, segs: list[str]) -> Reading:
+        toks = [text.tokens(s) for s in segs]
+        return Reading(segs, layout([self.features.buckets(s) for s in segs]),
+                       bloom.hashes(chain.from_iterable(toks)),
+                       np.repeat(np.arange(len(segs)), [len(t) for t in toks]), {})
 
     @property
     def cap_words(self) -> dict[str, str]:
         return self.features.cap_words
 
     # -- scoring -------------------------------------------------------------------------------
-    def suspicion(self, context: list[str] | Context) -> float:
-        """P(injected) of one segment read with its neighbours."""
+    def suspicion(self, context: list[str]) -> float:
+        """P(injected) of a segment read with its neighbours: context = [previous, segment,
+        next], "" at an edge."""
         if self.positives < MIN_POSITIVES:
             return 0.0
-        lay = layout([self.features.buckets(s) for s in context])
-        return float(self.model.probabilities(lay)[1])
-
-    def _arrays(self, ctx: Context):
-        return tuple(self.features.buckets(s) for s in ctx)
+        return float(self.model.probabilities(layout([self.features.buckets(s)
+                                                      for s in context]))[1])
 
     # -- hooks ---------------------------------------------------------------------------------
     def observe_result(self, action, task, spec):
@@ -94,47 +147,45 @@ class InjectionEvidence(Detector):
         if not reading.segments:
             return
         prov = task.setdefault("provenance", {"clean": [], "tainted": {}, "suspicion": 0.0})
-        top, clean_tokens = 0.0, reading.tokens
+        top, clean_bits = 0.0, reading.clean_bits()
         if self.positives >= MIN_POSITIVES:
-            scores = self.model.probabilities(reading.layout).round(4)
-            top = float(scores.max())
-            if top >= SUSPICIOUS_AT:
-                clean_tokens = self._taint(prov, reading.segments, scores.tolist())
+            logits = self.model.logits(reading.layout)
+            high = logits.max()
+            top = round(float(sigmoid(high)), 4)
+            if high >= 0.0:  # some segment at P >= SUSPICIOUS_AT (0.5)
+                clean_bits = self._taint(prov, reading, logits)
         prov["suspicion"] = max(prov["suspicion"], top)
-        # dicts keep insertion order: the oldest tokens are the ones dropped when full
-        seen = dict.fromkeys(prov["clean"])
-        seen.update(dict.fromkeys(clean_tokens))
-        prov["clean"] = list(seen)[-MAX_CLEAN_TOKENS:]
-        self._remember(task["task_id"], reading.contexts)
+        prov["clean"] = bloom.add(prov["clean"], clean_bits)
+        self._remember(task["task_id"], reading)
 
     @staticmethod
-    def _taint(prov: dict, segs: list[str], scores: list[float]) -> list[str]:
-        """Record the tokens of suspicious segments; returns the tokens of the clean ones."""
-        tainted, clean = prov["tainted"], []
-        for seg, score in zip(segs, scores, strict=True):
-            if score >= SUSPICIOUS_AT:
-                for tok in text.tokens(seg):
-                    tainted[tok] = max(score, tainted.get(tok, 0.0))
-            else:
-                clean.extend(text.tokens(seg))
+    def _taint(prov: dict, reading: Reading, logits: np.ndarray):
+        """Record the tokens of suspicious segments; returns bits_for of the clean ones."""
+        tainted = prov["tainted"]
+        suspicious = logits >= 0.0
+        for i in np.flatnonzero(suspicious).tolist():
+            score = round(float(sigmoid(logits[i])), 4)
+            for tok in text.tokens(reading.segments[i]):
+                tainted[tok] = max(score, tainted.get(tok, 0.0))
         if len(tainted) > MAX_TAINTED_TOKENS:
             prov["tainted"] = dict(list(tainted.items())[-MAX_TAINTED_TOKENS:])
-        return clean
+        return reading.clean_bits(~suspicious)
 
-    def _remember(self, task_id: str, contexts: list[Context]) -> None:
-        held = self.buffer.pop(task_id, [])
-        self.buffered -= len(held)
-        held = (held + contexts)[-MAX_SEGMENTS:]
+    def _remember(self, task_id: str, reading: Reading) -> None:
+        held = self.buffer.pop(task_id, None) or Held()
+        self.buffered -= held.cost
+        held.add(reading.segments, reading.layout, MAX_SEGMENTS)
         self.buffer[task_id] = held   # re-inserted: now the most recently updated
-        self.buffered += len(held)
+        self.buffered += held.cost
         while self.buffered > MAX_BUFFERED:
-            oldest = next(iter(self.buffer))
-            self.buffered -= len(self.buffer.pop(oldest))
+            self.buffered -= self.buffer.pop(next(iter(self.buffer))).cost
+
+    def applies_to(self, spec):
+        return spec.watched
 
     def score_one(self, action, task, spec):
         prov = task.get("provenance")
-        if not (spec.side_effecting or spec.open_world) or not prov or \
-                prov["suspicion"] < SUSPICIOUS_AT:
+        if not spec.watched or not prov or prov["suspicion"] < SUSPICIOUS_AT:
             return []
         # On its own this alerts; with grounding evidence it tips the decision to revoke.
         risk = round(0.6 * prov["suspicion"], 4)
@@ -143,8 +194,10 @@ class InjectionEvidence(Detector):
                         "instruction", basis="injection_model", suspicion=prov["suspicion"])]
 
     def learn_one(self, action, task, spec, findings):
-        contexts = self.buffer.get(task["task_id"])
-        if not contexts or not (any(f["risk"] >= VIOLATION and f["detector"] in RULES
+        if not findings:  # (most actions: nothing to learn from)
+            return
+        held = self.buffer.get(task["task_id"])
+        if held is None or not (any(f["risk"] >= VIOLATION and f["detector"] in RULES
                                     for f in findings) or _undeclared_open_world(findings, spec)):
             return
         # Label only the content the violating call took its targets from: values the goal
@@ -156,13 +209,14 @@ class InjectionEvidence(Detector):
                   if len(t) >= 4 and t not in goal}
         if not wanted:
             return
-        for ctx in contexts:
-            toks = text.tokens(ctx[1])
-            # An instruction is a sentence: a bare data line ('- general', 'to: bob@x') that
-            # happens to hold the value is where a legitimate agent would find it too.
-            if len(toks) >= MIN_INSTRUCTION_TOKENS and wanted & set(toks):
-                self.model.learn([self._arrays(ctx)], True, self._positive_weight())
-                self.positives += 1
+        for segs, lay, lo in held.parts:
+            for i in range(lo, lay.m):
+                toks = text.tokens(segs[i])
+                # An instruction is a sentence: a bare data line ('- general', 'to: bob@x')
+                # that happens to hold the value is where a legitimate agent would find it too.
+                if len(toks) >= MIN_INSTRUCTION_TOKENS and wanted & set(toks):
+                    self.model.learn([(lay, [i])], True, self._positive_weight())
+                    self.positives += 1
 
     def _positive_weight(self) -> float:
         # Balance the classes: injections are rare next to clean content, and a model that
@@ -170,22 +224,39 @@ class InjectionEvidence(Detector):
         return min(MAX_POSITIVE_WEIGHT, max(1.0, self.negatives / max(self.positives, 1)))
 
     def task_ended(self, task, clean):
-        contexts = self.buffer.pop(task["task_id"], [])
-        self.buffered -= len(contexts)
-        if clean and contexts:
-            self.model.learn([self._arrays(c) for c in contexts], False)
-            self.negatives += len(contexts)
+        held = self.buffer.pop(task["task_id"], None)
+        if held is None:
+            return
+        self.buffered -= held.cost
+        if clean:
+            self.model.learn([(lay, range(lo, lay.m)) for _, lay, lo in held.parts], False)
+            self.negatives += sum(lay.m - lo for _, lay, lo in held.parts)
 
     # -- persistence ---------------------------------------------------------------------------
+    # The buffer is saved as segment texts; layouts are rebuilt from them (the first segment
+    # kept of a part then loses its previous segment as context).
     def state(self) -> bytes:
-        return pickle.dumps((self.model.to_bytes(), self.positives, self.negatives,
-                             self.buffer))
+        buffer = {tid: [(segs, lo) for segs, _, lo in held.parts]
+                  for tid, held in self.buffer.items()}
+        return pickle.dumps((STATE_VERSION, self.model.to_bytes(), self.positives,
+                             self.negatives, buffer))
 
     def load_state(self, blob: bytes) -> None:
-        weights, self.positives, self.negatives, self.buffer = pickle.loads(blob)
+        saved = pickle.loads(blob)
+        if saved[0] != STATE_VERSION:   # before version 2: (weights, positives, negatives,
+            saved = (STATE_VERSION, *saved[:3], {})   # contexts); its buffer is dropped
+        _, weights, self.positives, self.negatives, buffer = saved
         self.model = HashedLogistic.from_bytes(weights)
-        self.buffered = sum(len(c) for c in self.buffer.values())
+        self.buffer = {}
+        for tid, parts in buffer.items():
+            held = self.buffer[tid] = Held()
+            for segs, lo in parts:
+                held.add(segs[lo:], layout([self.features.buckets(s) for s in segs[lo:]]),
+                         MAX_SEGMENTS)
+        self.buffered = sum(held.cost for held in self.buffer.values())
 
+
+STATE_VERSION = 2
 
 # Rule detectors whose violations are certain enough to serve as labels.
 RULES = {"declared_tools", "resource_scope", "credential_binding"}
@@ -195,6 +266,14 @@ def _undeclared_open_world(findings, spec) -> bool:
     """An undeclared call that reaches outside the system (a web fetch): its target is worth
     learning from even though the call only reads."""
     return spec.open_world and any(f["code"] == "tool_not_declared" for f in findings)
+
+
+def _latest_distinct(hashes: np.ndarray, n: int) -> np.ndarray:
+    """The last n distinct values of hashes (all of them when there are fewer)."""
+    if hashes.size <= n:
+        return hashes
+    unique, first = np.unique(hashes[::-1], return_index=True)  # first seen from the end
+    return unique[np.argsort(first)[:n]]
 
 
 def _string_values(args: dict) -> list:

@@ -10,9 +10,10 @@ the neighbours half.
 The model is river's LogisticRegression (SGD on log loss, constant learning rate, an intercept
 with its own rate) with the weights in a dense numpy vector instead of a dict, because river
 scores one dict of features at a time and that was most of the engine's cost (BENCHMARKS.md).
-The score of a context is linear in its three parts, so each segment's three partial sums are
-computed once and every segment of a result is scored from them in a few vectorised steps. A
-clean task's contexts are learned in one mini-batch step.
+A result's segments are laid out once (`Layout`: every gram under each prefix, with the segment
+whose score it adds to and its weight), so scoring all of them is one gather and one bincount,
+and learning any of them one more scatter. A clean task's contexts are learned in one
+mini-batch step.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def capability_words(catalog) -> dict[str, str]:
 
 
 class Featurizer:
-    """Segment text -> bucket indices of its grams under each prefix, laid end to end."""
+    """Segment text -> bucket indices of its grams."""
 
     def __init__(self, catalog):
         self.cap_words = capability_words(catalog)
@@ -68,33 +69,40 @@ class Featurizer:
         return grams + ["cap:" + self.cap_words[w] for w in words if w in self.cap_words]
 
     def _buckets(self, segment: str) -> np.ndarray:
-        """int64 array of 3n bucket indices: own grams, then as 'p:', then as 'n:'."""
-        own = np.fromiter(map(_bucket, self.grams(segment)), dtype=np.int64)
-        return np.concatenate([own ^ mask for mask in PREFIX_MASKS])
+        """int32 array of the buckets of the segment's own grams."""
+        return np.fromiter(map(_bucket, self.grams(segment)), dtype=np.int32)
 
 
 class Layout(NamedTuple):
-    """A sequence of segments' buckets laid end to end, ready for one gather-and-sum."""
-    idx: np.ndarray      # every segment's 3n buckets, one after the other
-    starts: np.ndarray   # offsets of each part (own, 'p:', 'n:') of the segments with grams
-    rows: np.ndarray     # which segments have grams
-    scale: np.ndarray    # 1/sqrt(gram count) of those segments
+    """Every gram of a sequence of segments under each prefix, with the segment whose score it
+    adds to: a segment's logit is b + sum(w[idx] * val) over the entries that target it."""
+    idx: np.ndarray      # bucket of the entry (a gram under a prefix)
+    target: np.ndarray   # segment scored: i for i's own grams, i+1 for i as 'p:', i-1 as 'n:'
+    val: np.ndarray      # 1/sqrt(gram count of the gram's segment), half for the neighbours
     m: int               # number of segments
 
 
 def layout(arrays: list[np.ndarray]) -> Layout:
-    rows, starts, scale = [], [], []
-    offset = 0
-    for i, arr in enumerate(arrays):
-        n = arr.size // 3
-        if n:
-            rows.append(i)
-            starts += (offset, offset + n, offset + 2 * n)
-            scale.append(n ** -0.5)
-            offset += 3 * n
-    idx = np.concatenate([arrays[i] for i in rows]) if rows else np.zeros(0, dtype=np.int64)
-    return Layout(idx, np.array(starts, dtype=np.int64), np.array(rows, dtype=np.int64),
-                  np.array(scale), len(arrays))
+    """The layout of segments given their own buckets (Featurizer.buckets), in order."""
+    m = len(arrays)
+    grams = np.fromiter((a.size for a in arrays), dtype=np.int64, count=m)
+    own = np.concatenate(arrays) if m else np.zeros(0, dtype=np.int32)
+    seg = np.repeat(np.arange(m, dtype=np.int32), grams)
+    with np.errstate(divide="ignore"):  # (a segment without grams has no entry to weigh)
+        scale = (1.0 / np.sqrt(grams))[seg]
+    before, after = seg < m - 1, seg > 0   # has a next segment / a previous one
+    return Layout(
+        np.concatenate([own, own[before] ^ PREFIX_MASKS[1], own[after] ^ PREFIX_MASKS[2]]),
+        np.concatenate([seg, seg[before] + 1, seg[after] - 1]),
+        np.concatenate([scale, NEIGHBOUR_WEIGHT * scale[before],
+                        NEIGHBOUR_WEIGHT * scale[after]]),
+        m)
+
+
+def tail(lay: Layout, lo: int) -> Layout:
+    """The layout of segments lo.. (the first still read with its previous segment)."""
+    keep = lay.target >= lo
+    return Layout(lay.idx[keep], lay.target[keep] - lo, lay.val[keep], lay.m - lo)
 
 
 class HashedLogistic:
@@ -104,49 +112,32 @@ class HashedLogistic:
         self.w = np.zeros(BUCKETS)
         self.b = 0.0
 
-    def part_sums(self, lay: Layout) -> np.ndarray:
-        """(m, 3) array: for each segment, its weight sums as itself, as 'p:' and as 'n:',
-        each already scaled by 1/sqrt(gram count) (0 for a segment without grams)."""
-        sums = np.zeros((lay.m, 3))
-        if lay.rows.size:
-            part = np.add.reduceat(self.w[lay.idx], lay.starts).reshape(-1, 3)
-            sums[lay.rows] = part * lay.scale[:, None]
-        return sums
-
-    def context_logits(self, sums: np.ndarray) -> np.ndarray:
-        """Logit of each segment of a sequence read with its neighbours, from part_sums."""
-        logits = self.b + sums[:, 0]
-        logits[1:] += NEIGHBOUR_WEIGHT * sums[:-1, 1]   # the previous segment, as 'p:'
-        logits[:-1] += NEIGHBOUR_WEIGHT * sums[1:, 2]   # the next segment, as 'n:'
-        return logits
+    def logits(self, lay: Layout) -> np.ndarray:
+        """Logit of each segment of a sequence, read with its neighbours."""
+        return self.b + np.bincount(lay.target, self.w[lay.idx] * lay.val, minlength=lay.m)
 
     def probabilities(self, lay: Layout) -> np.ndarray:
         """P(injected) of every segment of a sequence (a tool result), each with neighbours."""
-        return _sigmoid(self.context_logits(self.part_sums(lay)))
+        return sigmoid(self.logits(lay))
 
-    def learn(self, contexts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], label: bool,
+    def learn(self, batch: list[tuple[Layout, list[int] | range]], label: bool,
               weight: float = 1.0) -> None:
-        """One SGD step on a mini-batch of contexts (previous, segment, next buckets), all with
-        the same label. A batch of one is river's learn_one."""
-        parts, counts, values, owners = [], [], [], []
-        for k, (prev, seg, nxt) in enumerate(contexts):
-            for arr, part, scale in ((seg, 0, 1.0), (prev, 1, NEIGHBOUR_WEIGHT),
-                                     (nxt, 2, NEIGHBOUR_WEIGHT)):
-                n = arr.size // 3
-                if n:
-                    parts.append(arr[part * n:(part + 1) * n])
-                    counts.append(n)
-                    values.append(scale * n ** -0.5)
-                    owners.append(k)
-        if not parts:
-            return
-        idx = np.concatenate(parts)
-        val = np.repeat(values, counts)
-        owner = np.repeat(owners, counts)
-        raw = self.b + np.bincount(owner, self.w[idx] * val, minlength=len(contexts))
-        gradient = (_sigmoid(raw) - float(label)) * weight   # d(log loss)/d(raw score)
-        np.add.at(self.w, idx, -self.lr * gradient[owner] * val)
-        self.b -= self.intercept_lr * float(gradient.sum())
+        """One SGD step on a mini-batch of contexts, all with the same label: for each layout,
+        the segments given (each read with its neighbours). Every gradient is taken at the
+        weights before the step. A batch of one is river's learn_one."""
+        steps, gradients = [], []
+        for lay, segments in batch:
+            chosen = np.zeros(lay.m, dtype=bool)
+            chosen[segments] = True
+            entries = chosen[lay.target]
+            idx, target, val = lay.idx[entries], lay.target[entries], lay.val[entries]
+            raw = self.b + np.bincount(target, self.w[idx] * val, minlength=lay.m)
+            gradient = (sigmoid(raw) - float(label)) * weight * chosen  # d(log loss)/d(raw)
+            steps.append((idx, gradient[target] * val))
+            gradients.append(gradient.sum())
+        for idx, step in steps:
+            np.subtract.at(self.w, idx, self.lr * step)
+        self.b -= self.intercept_lr * float(sum(gradients))
 
     # -- persistence: the non-zero weights only, as float64 (scores must not move) -----------
     def to_bytes(self) -> bytes:
@@ -165,5 +156,6 @@ class HashedLogistic:
         return model
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -500, 500)))
+def sigmoid(x):
+    # exp(-x) would overflow below -709; np.maximum is a plain ufunc, np.clip is much slower
+    return 1.0 / (1.0 + np.exp(-np.maximum(x, -500.0)))
