@@ -8,6 +8,8 @@ cost about as much as deciding a cheap event.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tallies
 from functools import cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -87,8 +89,20 @@ class Tally:
             dead_letters_of(reason).inc(n)
         if self.commands:
             REVOCATIONS.inc(self.commands)
-        for seconds in self.latencies:  # a histogram has no bulk update
-            LATENCY.observe(seconds)
+        if self.latencies:
+            observe_many(LATENCY, self.latencies)
+
+
+def observe_many(histogram: Histogram, values: list[float]) -> None:
+    """histogram.observe(v) for every v, with one increment per bucket instead of a locked
+    increment per value (prometheus-client has no bulk update: a batch of 500 observations
+    cost about 1 us per event). It uses the client's own fields as Histogram.observe does
+    (pinned version; tests/test_metrics.py checks it against observe)."""
+    bounds = histogram._upper_bounds
+    per_bucket = Tallies(bisect_left(bounds, v) for v in values)  # observe: first v <= bound
+    for i, n in per_bucket.items():
+        histogram._buckets[i].inc(n)
+    histogram._sum.inc(sum(values))
 
 
 def exposition() -> bytes:

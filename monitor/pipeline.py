@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from . import metrics
+from . import gc_pacing, metrics
 from .contracts import DEFAULT_MAX_BYTES, ContractError, decode
 from .engine import Engine
 
@@ -33,10 +33,10 @@ class Pipeline:
         """Decide (raw, key) records one after the other, in order (each as `handle` would):
         one (decisions, error) per record. The metrics are written once, at the end."""
         tally = metrics.Tally()
-        try:
-            return [self._decide(raw, key, tally) for raw, key in records]
-        finally:
-            tally.flush()
+        results = [self._decide(raw, key, tally) for raw, key in records]  # (never raises)
+        tally.flush()
+        gc_pacing.events_decided(len(results))
+        return results
 
     def _decide(self, raw: bytes, key: bytes | None, tally: metrics.Tally
                 ) -> tuple[list[dict], ContractError | None]:
