@@ -6,6 +6,7 @@ import random
 import pytest
 from river import anomaly
 
+from monitor.detectors import window_anomaly as wa
 from monitor.detectors.half_space import HalfSpaceForest
 
 NAMES = ("b", "c", "a", "e", "d")  # not sorted: river sorts its feature names, the forest not
@@ -151,3 +152,25 @@ def test_pickled_forest_scores_on_as_before(cut):
     restored = pickle.loads(pickle.dumps(ours))
     assert run_both(river, restored, calls[cut:]) > 1000
 
+
+def test_the_detector_loads_a_snapshot_of_its_river_days():
+    config = (10, 8, 100)
+    names = wa.FEATURES
+    rng = random.Random(11)
+    xs = [tuple(rng.randrange(31) / 30 for _ in names) for _ in range(1250)]
+    old = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=100, seed=42)
+    for x in xs[:1000]:
+        old.learn_one(dict(zip(names, x)))
+    det = wa.WindowAnomaly()
+    det.load_state(pickle.dumps((old, 1000)))  # what WindowAnomaly.state() wrote before
+    assert det.learned == 1000 and isinstance(det.model, HalfSpaceForest)
+    assert det.model.window_size == config[2]
+    for x in xs[1000:]:
+        assert det.model.score_one(x) == old.score_one(dict(zip(names, x)))
+        det.model.learn_one(x)
+        old.learn_one(dict(zip(names, x)))
+    again = wa.WindowAnomaly()
+    again.load_state(det.state())
+    assert again.learned == 1000
+    assert [again.model.score_one(x) for x in xs[:200]] == [old.score_one(dict(zip(names, x)))
+                                                            for x in xs[:200]]

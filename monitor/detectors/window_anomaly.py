@@ -1,4 +1,4 @@
-"""Window anomaly: river's Half-Space Trees over the task's window features.
+"""Window anomaly: Half-Space Trees (river's, see half_space.py) over the task's window features.
 
 Features (each scaled into [0, 1], as Half-Space Trees need): how many actions, the share that
 were side effects, errors, distinct targets per action, undeclared tools, the recent rate, and
@@ -13,34 +13,38 @@ import pickle
 from river import anomaly
 
 from .base import Detector, finding
+from .half_space import HalfSpaceForest
 
 ANOMALOUS = 0.9
 RISK = 0.3
 MIN_LEARNED = 200
 
+# The order of window_features' values.
+FEATURES = ("actions", "side_effects", "errors", "targets", "undeclared", "rate", "suspicion")
 
-def window_features(action, task, spec) -> dict[str, float]:
+
+def window_features(action, task, spec) -> tuple[float, ...]:
     w = task["window"]
     n = w["actions"] + 1
     declared = task["intent"]["tools"]
     undeclared = sum(c for t, c in w["per_tool"].items() if t not in declared)
     undeclared += action["tool"] not in declared
-    return {
-        "actions": min(n, 50) / 50,
-        "side_effects": (w["side_effects"] + spec.side_effecting) / n,
-        "errors": w["errors"] / n,
-        "targets": min(len(w["resources"]) / n, 1.0),
-        "undeclared": undeclared / n,
-        "rate": min(len(w["recent_times"]) + 1, 30) / 30,
-        "suspicion": (task.get("provenance") or {}).get("suspicion", 0.0),
-    }
+    return (
+        min(n, 50) / 50,
+        (w["side_effects"] + spec.side_effecting) / n,
+        w["errors"] / n,
+        min(len(w["resources"]) / n, 1.0),
+        undeclared / n,
+        min(len(w["recent_times"]) + 1, 30) / 30,
+        (task.get("provenance") or {}).get("suspicion", 0.0),
+    )
 
 
 class WindowAnomaly(Detector):
     name = "window_anomaly"
 
     def __init__(self, seed: int = 42):
-        self.model = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=100, seed=seed)
+        self.model = HalfSpaceForest(FEATURES, n_trees=10, height=8, window_size=100, seed=seed)
         self.learned = 0
 
     def score_one(self, action, task, spec):
@@ -55,7 +59,8 @@ class WindowAnomaly(Detector):
             return []
         return [finding(self.name, "unusual_window", RISK,
                         f"the task's activity is unusual (anomaly score {score:.2f})",
-                        score=round(score, 4), features={k: round(v, 3) for k, v in feats.items()})]
+                        score=round(score, 4),
+                        features={k: round(v, 3) for k, v in zip(FEATURES, feats)})]
 
     def learn_one(self, action, task, spec, findings):
         if any(f["risk"] >= 0.5 for f in findings):
@@ -67,4 +72,7 @@ class WindowAnomaly(Detector):
         return pickle.dumps((self.model, self.learned))
 
     def load_state(self, blob: bytes) -> None:
-        self.model, self.learned = pickle.loads(blob)
+        model, self.learned = pickle.loads(blob)
+        if isinstance(model, anomaly.HalfSpaceTrees):  # a snapshot from before HalfSpaceForest
+            model = HalfSpaceForest.from_river(model, FEATURES)
+        self.model = model
