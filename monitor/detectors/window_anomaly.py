@@ -27,8 +27,10 @@ def window_features(action, task, spec) -> tuple[float, ...]:
     w = task["window"]
     n = w["actions"] + 1
     declared = task["intent"]["tools"]
-    undeclared = sum(c for t, c in w["per_tool"].items() if t not in declared)
-    undeclared += action["tool"] not in declared
+    undeclared = action["tool"] not in declared
+    for tool, count in w["per_tool"].items():  # a loop: quicker than sum() over a generator
+        if tool not in declared:
+            undeclared += count
     return (
         min(n, 50) / 50,
         (w["side_effects"] + spec.side_effecting) / n,
@@ -46,14 +48,20 @@ class WindowAnomaly(Detector):
     def __init__(self, seed: int = 42):
         self.model = HalfSpaceForest(FEATURES, n_trees=10, height=8, window_size=100, seed=seed)
         self.learned = 0
+        # The action score_one scored and its features: learn_one, called next with the same
+        # action and task (the engine records the action only after learning), reuses them.
+        # score_one resets it first, so it never outlives the call that computed it.
+        self._scored: tuple[dict, tuple[float, ...]] | None = None
 
     def score_one(self, action, task, spec):
+        self._scored = None
         # Scored where an unusual window can change a verdict: side effects and calls out of
         # the system. On a plain read its mild risk alone never alerts; skipping those saves
         # most of the forest's cost (it still learns from every action).
         if self.learned < MIN_LEARNED or not (spec.side_effecting or spec.open_world):
             return []
         feats = window_features(action, task, spec)
+        self._scored = (action, feats)
         score = self.model.score_one(feats)
         if score < ANOMALOUS:
             return []
@@ -65,7 +73,12 @@ class WindowAnomaly(Detector):
     def learn_one(self, action, task, spec, findings):
         if any(f["risk"] >= 0.5 for f in findings):
             return
-        self.model.learn_one(window_features(action, task, spec))
+        scored = self._scored
+        if scored is not None and scored[0] is action:
+            feats = scored[1]
+        else:
+            feats = window_features(action, task, spec)
+        self.model.learn_one(feats)
         self.learned += 1
 
     def state(self) -> bytes:
