@@ -133,3 +133,34 @@ def test_window_anomaly_is_scored_on_side_effects_and_open_world_calls_only():
     flagged = {name: bool(det.score_one(dict(action, tool=name), task, CATALOG.get(name)))
                for name in ("read_inbox", "get_webpage", "send_email")}
     assert flagged == {"read_inbox": False, "get_webpage": True, "send_email": True}
+
+
+def test_window_anomaly_learns_the_features_of_the_action_it_learns():
+    from monitor.detectors import window_anomaly as wa
+    det = wa.WindowAnomaly()
+    det.learned = wa.MIN_LEARNED
+    learned = []
+    det.model.learn_one = learned.append
+    det.model.score_one = lambda feats: 0.0
+    task = new_task("t")
+    task["intent"] = {"tools": ["read_inbox"]}
+    send, read = {"tool": "send_email", "args": {}}, {"tool": "read_inbox", "args": {}}
+    features = {name: wa.window_features(a, task, CATALOG.get(name))
+                for name, a in (("send_email", send), ("read_inbox", read))}
+    assert features["send_email"] != features["read_inbox"]
+    det.score_one(send, task, CATALOG.get("send_email"))  # scored: its features are reused
+    det.learn_one(send, task, CATALOG.get("send_email"), [])
+    det.score_one(send, task, CATALOG.get("send_email"))
+    det.learn_one(read, task, CATALOG.get("read_inbox"), [])  # another action: its own
+    det.score_one(read, task, CATALOG.get("read_inbox"))  # a plain read is not scored
+    det.learn_one(read, task, CATALOG.get("read_inbox"), [])
+    assert learned == [features["send_email"], features["read_inbox"], features["read_inbox"]]
+    # What score_one computed serves only the learn_one right after it: scored no more (too
+    # little learned, as after loading an older snapshot), the same action on a changed task
+    # is learned with the task as it is now.
+    task["window"]["actions"] = 3
+    det.learned = 0
+    det.score_one(send, task, CATALOG.get("send_email"))
+    det.learn_one(send, task, CATALOG.get("send_email"), [])
+    assert learned[-1] == wa.window_features(send, task, CATALOG.get("send_email"))
+    assert learned[-1] != features["send_email"]

@@ -1,4 +1,4 @@
-"""Window anomaly: river's Half-Space Trees over the task's window features.
+"""Window anomaly: Half-Space Trees (river's, see half_space.py) over the task's window features.
 
 Features (each scaled into [0, 1], as Half-Space Trees need): how many actions, the share that
 were side effects, errors, distinct targets per action, undeclared tools, the recent rate, and
@@ -13,58 +13,79 @@ import pickle
 from river import anomaly
 
 from .base import Detector, finding
+from .half_space import HalfSpaceForest
 
 ANOMALOUS = 0.9
 RISK = 0.3
 MIN_LEARNED = 200
 
+# The order of window_features' values.
+FEATURES = ("actions", "side_effects", "errors", "targets", "undeclared", "rate", "suspicion")
 
-def window_features(action, task, spec) -> dict[str, float]:
+
+def window_features(action, task, spec) -> tuple[float, ...]:
     w = task["window"]
     n = w["actions"] + 1
     declared = task["intent"]["tools"]
-    undeclared = sum(c for t, c in w["per_tool"].items() if t not in declared)
-    undeclared += action["tool"] not in declared
-    return {
-        "actions": min(n, 50) / 50,
-        "side_effects": (w["side_effects"] + spec.side_effecting) / n,
-        "errors": w["errors"] / n,
-        "targets": min(len(w["resources"]) / n, 1.0),
-        "undeclared": undeclared / n,
-        "rate": min(len(w["recent_times"]) + 1, 30) / 30,
-        "suspicion": (task.get("provenance") or {}).get("suspicion", 0.0),
-    }
+    undeclared = action["tool"] not in declared
+    for tool, count in w["per_tool"].items():  # a loop: quicker than sum() over a generator
+        if tool not in declared:
+            undeclared += count
+    return (
+        min(n, 50) / 50,
+        (w["side_effects"] + spec.side_effecting) / n,
+        w["errors"] / n,
+        min(len(w["resources"]) / n, 1.0),
+        undeclared / n,
+        min(len(w["recent_times"]) + 1, 30) / 30,
+        (task.get("provenance") or {}).get("suspicion", 0.0),
+    )
 
 
 class WindowAnomaly(Detector):
     name = "window_anomaly"
 
     def __init__(self, seed: int = 42):
-        self.model = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=100, seed=seed)
+        self.model = HalfSpaceForest(FEATURES, n_trees=10, height=8, window_size=100, seed=seed)
         self.learned = 0
+        # The action score_one scored and its features: learn_one, called next with the same
+        # action and task (the engine records the action only after learning), reuses them.
+        # score_one resets it first, so it never outlives the call that computed it.
+        self._scored: tuple[dict, tuple[float, ...]] | None = None
 
     def score_one(self, action, task, spec):
+        self._scored = None
         # Scored where an unusual window can change a verdict: side effects and calls out of
         # the system. On a plain read its mild risk alone never alerts; skipping those saves
         # most of the forest's cost (it still learns from every action).
         if self.learned < MIN_LEARNED or not (spec.side_effecting or spec.open_world):
             return []
         feats = window_features(action, task, spec)
+        self._scored = (action, feats)
         score = self.model.score_one(feats)
         if score < ANOMALOUS:
             return []
         return [finding(self.name, "unusual_window", RISK,
                         f"the task's activity is unusual (anomaly score {score:.2f})",
-                        score=round(score, 4), features={k: round(v, 3) for k, v in feats.items()})]
+                        score=round(score, 4),
+                        features={k: round(v, 3) for k, v in zip(FEATURES, feats)})]
 
     def learn_one(self, action, task, spec, findings):
         if any(f["risk"] >= 0.5 for f in findings):
             return
-        self.model.learn_one(window_features(action, task, spec))
+        scored = self._scored
+        if scored is not None and scored[0] is action:
+            feats = scored[1]
+        else:
+            feats = window_features(action, task, spec)
+        self.model.learn_one(feats)
         self.learned += 1
 
     def state(self) -> bytes:
         return pickle.dumps((self.model, self.learned))
 
     def load_state(self, blob: bytes) -> None:
-        self.model, self.learned = pickle.loads(blob)
+        model, self.learned = pickle.loads(blob)
+        if isinstance(model, anomaly.HalfSpaceTrees):  # a snapshot from before HalfSpaceForest
+            model = HalfSpaceForest.from_river(model, FEATURES)
+        self.model = model
