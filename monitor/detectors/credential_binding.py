@@ -16,8 +16,9 @@ class CredentialBinding(Detector):
         intent = task["intent"]
         out = []
         cred = action.get("credential_id")
-        issued = list(intent.get("credentials") or []) + list(task.get("credentials") or {})
-        if cred is not None and cred not in issued:
+        if cred is not None and cred not in (intent.get("credentials") or ()) and \
+                cred not in (task.get("credentials") or ()):
+            issued = list(intent.get("credentials") or []) + list(task.get("credentials") or {})
             out.append(finding(self.name, "credential_not_issued_to_task", CERTAIN,
                                f"credential {cred!r} was not issued to this task",
                                credential_id=cred, issued=issued))

@@ -53,12 +53,15 @@ class WindowAnomaly(Detector):
         # score_one resets it first, so it never outlives the call that computed it.
         self._scored: tuple[dict, tuple[float, ...]] | None = None
 
-    def score_one(self, action, task, spec):
-        self._scored = None
+    def applies_to(self, spec):
         # Scored where an unusual window can change a verdict: side effects and calls out of
         # the system. On a plain read its mild risk alone never alerts; skipping those saves
         # most of the forest's cost (it still learns from every action).
-        if self.learned < MIN_LEARNED or not (spec.side_effecting or spec.open_world):
+        return spec.watched
+
+    def score_one(self, action, task, spec):
+        self._scored = None
+        if self.learned < MIN_LEARNED or not spec.watched:
             return []
         feats = window_features(action, task, spec)
         self._scored = (action, feats)
