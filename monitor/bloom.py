@@ -123,7 +123,16 @@ def of(tokens) -> list[str]:
 def reader(layers: list[str]) -> Callable[[str], bool]:
     """A membership test over the layers (decoded once, for several tokens)."""
     decoded = [_decode(layer) for layer in layers]
+    if not decoded:
+        return _nowhere
+    widest = max(m for _, m in decoded)
 
     def contains(token: str) -> bool:
-        return any(all(bits >> p & 1 for p in positions(token, m)) for bits, m in decoded)
+        # m is a power of two, so a position mod a smaller layer's m is a mask of it mod widest
+        wide = positions(token, widest)
+        return any(all(bits >> (p & (m - 1)) & 1 for p in wide) for bits, m in decoded)
     return contains
+
+
+def _nowhere(token: str) -> bool:
+    return False

@@ -35,10 +35,7 @@ class ArgumentGrounding(Detector):
         read_clean, tainted = bloom.reader(prov.get("clean", ())), prov.get("tainted", {})
         out = []
         for value, is_target in _checked_values(action, spec):
-            toks = text.tokens(text.normalise(value))
-            if not is_target:
-                # In free text (a message body) only addresses and codes are followed.
-                toks = [t for t in toks if text.shape(t) in ("email", "url", "code")]
+            toks = _followed(value, is_target)
             if not toks or all(t in trusted or read_clean(t) for t in toks):
                 continue
             suspicion = max((tainted.get(t, 0.0) for t in toks), default=0.0)
@@ -57,6 +54,16 @@ class ArgumentGrounding(Detector):
                                    "the intent nor in anything the task read",
                                    value=str(value)[:200], tool=action["tool"]))
         return out
+
+
+@lru_cache(maxsize=1 << 14)
+def _followed(value, is_target: bool) -> tuple[str, ...]:
+    """The tokens of a value that must be grounded: all of a target's; in free text (a message
+    body) only addresses and codes. Cached: agents send the same values again and again."""
+    toks = text.tokens(text.normalise(value))
+    if is_target:
+        return toks
+    return tuple(t for t in toks if text.shape(t) in ("email", "url", "code"))
 
 
 @lru_cache(maxsize=4096)

@@ -30,7 +30,7 @@ from .. import bloom, text
 from ..lru import SizedLRU
 from ..state import target_values
 from .base import VIOLATION, Detector, finding
-from .text_model import Featurizer, HashedLogistic, Layout, layout, sigmoid, tail
+from .text_model import Featurizer, HashedLogistic, Layout, layout, probability, tail
 
 SUSPICIOUS_AT = 0.5           # a segment at or above this is treated as injected content
 MAX_SEGMENTS = 24             # recent segments kept per task (for learning)
@@ -49,18 +49,22 @@ class Reading(NamedTuple):
     layout: Layout
     hashes: np.ndarray           # hash of every token of every segment, in order (bloom)
     owner: np.ndarray            # the segment each of those tokens is in
-    filters: dict                # m -> the result's tokens as a filter of m bits (cache)
+    filters: dict                # (m, segments kept) -> their tokens as a filter (cache)
 
     def clean_bits(self, keep: np.ndarray | None = None):
         """bits_for(m) of the result's tokens (those of the `keep` segments, if given) for the
-        task's filter: at most a layer's capacity of them, the last ones."""
+        task's filter: at most a layer's capacity of them, the last ones. Cached: the same
+        result is read by many tasks, and its suspicious segments are mostly the same ones."""
+        kept = None if keep is None else np.packbits(keep).tobytes()
+
         def bits_for(m: int) -> int:
-            if keep is None and m in self.filters:
-                return self.filters[m]
-            hashes = self.hashes if keep is None else self.hashes[keep[self.owner]]
-            bits = bloom.bits_of(_latest_distinct(hashes, bloom.capacity(m)), m)
-            if keep is None:
-                self.filters[m] = bits
+            bits = self.filters.get((m, kept))
+            if bits is None:
+                hashes = self.hashes if keep is None else self.hashes[keep[self.owner]]
+                bits = bloom.bits_of(_latest_distinct(hashes, bloom.capacity(m)), m)
+                if len(self.filters) >= 8:
+                    self.filters.clear()
+                self.filters[m, kept] = bits
             return bits
         return bits_for
 
@@ -150,8 +154,8 @@ class InjectionEvidence(Detector):
         top, clean_bits = 0.0, reading.clean_bits()
         if self.positives >= MIN_POSITIVES:
             logits = self.model.logits(reading.layout)
-            high = logits.max()
-            top = round(float(sigmoid(high)), 4)
+            high = float(logits.max())
+            top = round(probability(high), 4)
             if high >= 0.0:  # some segment at P >= SUSPICIOUS_AT (0.5)
                 clean_bits = self._taint(prov, reading, logits)
         prov["suspicion"] = max(prov["suspicion"], top)
@@ -164,7 +168,7 @@ class InjectionEvidence(Detector):
         tainted = prov["tainted"]
         suspicious = logits >= 0.0
         for i in np.flatnonzero(suspicious).tolist():
-            score = round(float(sigmoid(logits[i])), 4)
+            score = round(probability(float(logits[i])), 4)
             for tok in text.tokens(reading.segments[i]):
                 tainted[tok] = max(score, tainted.get(tok, 0.0))
         if len(tainted) > MAX_TAINTED_TOKENS:
