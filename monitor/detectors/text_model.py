@@ -70,8 +70,8 @@ class Featurizer:
         return grams + ["cap:" + self.cap_words[w] for w in words if w in self.cap_words]
 
     def _buckets(self, segment: str) -> np.ndarray:
-        """int32 array of the buckets of the segment's own grams."""
-        return np.fromiter(map(_bucket, self.grams(segment)), dtype=np.int32)
+        """intp array of the buckets of the segment's own grams."""
+        return np.fromiter(map(_bucket, self.grams(segment)), dtype=np.intp)
 
 
 class Layout(NamedTuple):
@@ -87,8 +87,8 @@ def layout(arrays: list[np.ndarray]) -> Layout:
     """The layout of segments given their own buckets (Featurizer.buckets), in order."""
     m = len(arrays)
     grams = np.fromiter((a.size for a in arrays), dtype=np.int64, count=m)
-    own = np.concatenate(arrays) if m else np.zeros(0, dtype=np.int32)
-    seg = np.repeat(np.arange(m, dtype=np.int32), grams)
+    own = np.concatenate(arrays) if m else np.zeros(0, dtype=np.intp)
+    seg = np.repeat(np.arange(m, dtype=np.intp), grams)
     with np.errstate(divide="ignore"):  # (a segment without grams has no entry to weigh)
         scale = (1.0 / np.sqrt(grams))[seg]
     before, after = seg < m - 1, seg > 0   # has a next segment / a previous one
