@@ -52,6 +52,9 @@ class Settings:
     # each serialized): 100 tasks/s -> 360,000 states. After it, an event of the task is
     # treated as one of a new task without intent (held, alerted `no_intent`).
     retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    # Task states (and delegation entries) the worker keeps decoded, most recently used first:
+    # a state in the cache is not decoded again at its task's next event. About 6 KB each.
+    state_cache: int = 10_000
     # bearer token of POST /v1/decide (empty: the endpoint refuses every request); a secret,
     # so it stays out of repr() and logs
     decide_token: str = field(default="", repr=False)
@@ -79,6 +82,8 @@ class Settings:
             raise ValueError("INTENTWATCH_MODEL_SNAPSHOT_SECONDS must be positive")
         if not self.retention_seconds >= 0:
             raise ValueError("INTENTWATCH_RETENTION_SECONDS must be at least 0")
+        if self.state_cache < 0:
+            raise ValueError("INTENTWATCH_STATE_CACHE must be at least 0")
         if self.max_event_bytes < 1024:
             raise ValueError("INTENTWATCH_MAX_EVENT_BYTES must be at least 1024")
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import sys
 import weakref
+from collections import OrderedDict
 from collections.abc import MutableMapping
 
 import faust
@@ -26,6 +27,7 @@ from monitor.profiles import build_engine
 from . import models
 from .alerting import AlertForwarder
 from .decide import register_decide_view
+from .outbox import Outbox
 
 log = logging.getLogger("intentwatch.worker")
 
@@ -40,59 +42,104 @@ class JsonStore(MutableMapping):
     """The engine's task store over a Faust table of raw bytes: orjson in and out, so the
     changelog holds plain JSON and recovery needs no model classes.
 
-    A write changes the table's local store at once and keeps its changelog record until the
-    worker sends it with the batch's outputs (`changes()`) and waits for the broker before it
-    acks the batch. Faust's own path (Table.__setitem__: its producer buffer, one produce
-    request per record) measured about 0.4 ms per write here, half of the worker's time per
-    event; a direct producer call about 0.05 ms. Recovery reads the changelog as before.
+    Reads: the values decoded recently are cached (`cached` of them, least recently used
+    dropped), each with the bytes it was decoded from, and a read returns the cached value
+    while the table still holds those very bytes. So a task's state is decoded once, not at
+    every event, and a value the table got from elsewhere (recovery after a rebalance, another
+    worker's write to a global table) is decoded again. The engine writes back every value it
+    changes, so handing out the cached object is safe.
 
-    The record's partition: `by_key`, the key's own (None: the producer's partitioner, which
-    put the task's input records there too), so that freeing another task (retention) leaves
-    its tombstone beside its state; otherwise the partition of the record being decided, as
-    Faust's tables do, which a global table needs: a worker follows live only the partitions
-    it does not own, i.e. the ones other workers write to.
+    Writes: a value written is kept until the worker calls `changes()`, once per batch: then
+    each key written is encoded once (a task written by several records of the batch, once),
+    stored in the table's local store, and returned as its changelog record, which the worker
+    sends with the batch's outputs and waits for before it acks the batch. (Faust's own path,
+    Table.__setitem__: its producer buffer, one produce request per record, measured about
+    0.4 ms per write here, half of the worker's time per event.) Recovery reads the changelog
+    as before.
+
+    The record's partition: `by_key`, the partition of the record being decided when the key
+    is that record's own (a task's state goes where its input goes, whatever partitioner the
+    producers used), else None (the producer's partitioner, murmur2, as the producers are
+    assumed to use: so that freeing another task (retention) leaves its tombstone beside its
+    state); not by_key, the partition of the record being decided, as Faust's tables do, which
+    a global table needs: a worker follows live only the partitions it does not own, i.e. the
+    ones other workers write to.
     """
 
-    def __init__(self, table, by_key: bool):
+    def __init__(self, table, by_key: bool, cached: int = 10_000):
         self.table = table
         self.by_key = by_key
         self.changelog = table.changelog_topic.get_topic_name()
-        self._changes: list[tuple[bytes, bytes | None, int | None]] = []
+        self.cached = cached
+        self._cache: OrderedDict[str, tuple[bytes, dict]] = OrderedDict()
+        self._written: dict[str, tuple[dict, int | None]] = {}   # key -> (value, partition)
+        self._deleted: list[tuple[bytes, None, int | None]] = []
 
     def __getitem__(self, key: str) -> dict:
-        return orjson.loads(self.table.data[key.encode()])
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def get(self, key: str, default=None):
+        written = self._written.get(key)
+        if written is not None:
+            return written[0]
         raw = self.table.data.get(key.encode())
-        return default if raw is None else orjson.loads(raw)
+        if raw is None:
+            return default
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is raw:
+            self._cache.move_to_end(key)
+            return hit[1]
+        value = orjson.loads(raw)
+        self._remember(key, raw, value)
+        return value
+
+    def _remember(self, key: str, raw: bytes, value: dict) -> None:
+        self._cache[key] = (raw, value)
+        self._cache.move_to_end(key)
+        if len(self._cache) > self.cached:
+            self._cache.popitem(last=False)
 
     def __setitem__(self, key: str, value: dict) -> None:
-        raw_key, raw, partition = key.encode(), orjson.dumps(value), self._partition()
-        self.table.data[raw_key] = raw
-        self._changes.append((raw_key, raw, partition))
+        self._written[key] = (value, self._partition(key))
 
     def __delitem__(self, key: str) -> None:
-        raw_key, partition = key.encode(), self._partition()
-        del self.table.data[raw_key]
-        self._changes.append((raw_key, None, partition))
+        raw_key, partition = key.encode(), self._partition(key)
+        was_written = self._written.pop(key, None) is not None
+        self._cache.pop(key, None)
+        if self.table.data.pop(raw_key, None) is None and not was_written:
+            raise KeyError(key)
+        self._deleted.append((raw_key, None, partition))
 
     def __iter__(self):
-        return (k.decode() for k in self.table.data)
+        written = [k for k in self._written if k.encode() not in self.table.data]
+        return iter([k.decode() for k in self.table.data] + written)
 
     def __len__(self) -> int:
-        return len(self.table.data)
+        return len(self.table.data) + sum(k.encode() not in self.table.data
+                                          for k in self._written)
 
-    def _partition(self) -> int | None:
-        if self.by_key:
-            return None
+    def _partition(self, key: str) -> int | None:
         event = current_event()
+        if self.by_key:
+            return event.message.partition if event is not None and \
+                event.message.key == key.encode() else None
         if event is None:  # as Faust's tables refuse it: no partition to put the record in
             raise RuntimeError(f"{self.table.name}: changed outside of a record being decided")
         return event.message.partition
 
     def changes(self) -> list[tuple[bytes, bytes | None, int | None]]:
-        """(key, value or None for a delete, partition) of the writes since the last call."""
-        changes, self._changes = self._changes, []
+        """(key, value or None for a delete, partition) of the changes since the last call:
+        deletes first (a key deleted and written again in the batch is written after)."""
+        changes, self._deleted = self._deleted, []
+        for key, (value, partition) in self._written.items():
+            raw_key, raw = key.encode(), orjson.dumps(value)
+            self.table.data[raw_key] = raw
+            self._remember(key, raw, value)
+            changes.append((raw_key, raw, partition))
+        self._written = {}
         return changes
 
 
@@ -156,7 +203,8 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     registry = app.GlobalTable("registry", default=None, partitions=settings.partitions,
                                key_type=bytes, value_type=bytes)
     catalog = Catalog.load(settings.catalog) if settings.catalog else Catalog()
-    stores = (JsonStore(tasks, by_key=True), JsonStore(registry, by_key=False))
+    stores = (JsonStore(tasks, by_key=True, cached=settings.state_cache),
+              JsonStore(registry, by_key=False, cached=settings.state_cache))
     engine = build_engine("full", catalog, Policy(settings.alert_at, settings.revoke_at),
                           store=stores[0], registry=stores[1])
     engine.retention.seconds = settings.retention_seconds
@@ -187,59 +235,65 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     if forwarder is not None:
         app.task(forwarder.run)
 
-    async def publish(producer, events, results) -> None:
+    async def publish(outbox: Outbox, events, results) -> None:
         """Send each record's outputs, in record order, and the batch's changelog records,
         then wait until the broker has them all: a record is acked (and its offset committed)
-        only once its outputs and state are stored. (Faust's Producer.send, not Topic.send:
-        measured about 5x cheaper per record, as the topic layer yields to the event loop
-        several times per send, so each record went out in a produce request of its own.)"""
-        sent = []  # send() only queues a record: these are its delivery futures
-
-        async def send(topic: str, key: bytes | None, value: bytes | None, headers=None,
-                       partition: int | None = None) -> None:
-            sent.append(await producer.send(topic, key, value, partition, None, headers))
-
+        only once its outputs and state are stored. The outputs of a record's own task go to
+        the record's partition (the output topics have as many partitions as the inputs, so
+        a task's records stay together and in order); those of other tasks (a cascade, a
+        freed task's held actions) go by key, as the producers' default partitioner puts
+        them."""
+        outputs = (settings.topic_decisions, settings.topic_alerts, settings.topic_revocations)
+        inputs = outbox.partitions(settings.topic_actions)
+        copartitioned = all(outbox.partitions(t) == inputs for t in outputs)
         for event, (decisions, err) in zip(events, results, strict=True):
             message = event.message
             if err is not None:
                 log.warning("dead letter from %s[%s]@%s: %s", message.topic, message.partition,
                             message.offset, err)
-                await send(settings.topic_dead_letters, message.key, event.value,
-                           dead_letter_headers(err, message.topic, message.partition,
-                                               message.offset))
+                outbox.add(settings.topic_dead_letters, message.key, event.value,
+                           headers=dead_letter_headers(err, message.topic, message.partition,
+                                                       message.offset))
                 continue
+            own = message.partition if copartitioned else None
             for d in decisions:
                 key = d["task_id"].encode()
+                partition = own if key == message.key else None
                 body = orjson.dumps(d)
-                await send(settings.topic_decisions, key, body)
+                outbox.add(settings.topic_decisions, key, body, partition)
                 if d["verdict"] != ALLOW:
-                    await send(settings.topic_alerts, key, body)
+                    outbox.add(settings.topic_alerts, key, body, partition)
                     if forwarder is not None:
                         forwarder.offer(d)
                 for command in ([d["command"]] if d["command"] else []) + d["cascade"]:
-                    await send(settings.topic_revocations, command["task_id"].encode(),
-                               orjson.dumps(sign(command)))
+                    command_key = command["task_id"].encode()
+                    outbox.add(settings.topic_revocations, command_key,
+                               orjson.dumps(sign(command)),
+                               partition if command_key == key else None)
         for store in stores:
             for key, value, partition in store.changes():
-                await send(store.changelog, key, value, partition=partition)
-        await asyncio.gather(*sent)
+                outbox.add(store.changelog, key, value, partition)
+        await outbox.send()
 
     async def track_topics(producer) -> None:
         """aiokafka refreshes metadata only for the topics its client tracks, and tracks one
         only once a send found it unknown: a topic known from an earlier refresh of all topics
         drops out at the next partial refresh, and records queued for it wait for a leader
         that never comes (seen with the changelog topics: the batch never completed). So track
-        every topic the agent writes."""
+        every topic the agent writes, and the input topics, whose partition counts publish()
+        compares with the outputs'."""
         client = producer._ensure_producer().client  # (Faust has no public accessor)
         await asyncio.gather(*(client.add_topic(topic) for topic in (
             settings.topic_decisions, settings.topic_alerts, settings.topic_revocations,
             settings.topic_dead_letters, models_topic.get_topic_name(),
-            *(store.changelog for store in stores))))
+            *(store.changelog for store in stores),
+            settings.topic_intents, settings.topic_actions)))  # (read: their partition counts)
 
     @app.agent(inputs)
     async def decide(stream):
         producer = await app.maybe_start_producer()
         await track_topics(producer)
+        outbox = Outbox(producer._ensure_producer())  # (aiokafka's; Faust has no accessor)
         # A batch of records per iteration: Faust's per-event agent path and an awaited send
         # per output cost more than deciding a simple event. noack_take leaves acking to us.
         async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN):
@@ -248,7 +302,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
             # iterator skips them too).
             generation = app.consumer_generation_id
             events = [e for e in batch if e.message.generation_id == generation]
-            await publish(producer, events, pipeline.handle_batch(as_current_events(events)))
+            await publish(outbox, events, pipeline.handle_batch(as_current_events(events)))
             for event in events:
                 await stream.ack(event)
 

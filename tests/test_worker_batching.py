@@ -57,9 +57,9 @@ def test_a_batch_decides_and_counts_like_one_record_at_a_time():
 
 
 class FakeEvent:  # Faust's events can be weakly referenced; SimpleNamespace cannot
-    def __init__(self, value: bytes, partition: int = 0):
+    def __init__(self, value: bytes, partition: int = 0, key: bytes = b"k"):
         self.value = value
-        self.message = types.SimpleNamespace(key=b"k", partition=partition)
+        self.message = types.SimpleNamespace(key=key, partition=partition)
 
 
 def test_each_record_is_fausts_current_event_while_it_is_decided():
@@ -79,24 +79,43 @@ def test_the_stores_keep_each_change_for_its_partition():
     with pytest.raises(RuntimeError):
         registry["t1"] = {"n": 0}  # no record being decided: no partition to send it to
     assert registry.table.data == {}
-    events = [FakeEvent(b"a", partition=2), FakeEvent(b"b", partition=3)]
+    events = [FakeEvent(b"a", partition=2, key=b"t1"), FakeEvent(b"b", partition=3, key=b"t2")]
     records = as_current_events(events)
     next(records)
     registry["t1"] = tasks["t1"] = {"n": 1}
+    registry["t3"] = tasks["t3"] = {"n": 3}
     next(records)
     registry["t2"] = tasks["t2"] = {"n": 2}
     del registry["t1"], tasks["t1"]
+    tasks["t3"] = {"n": 33}                 # written again in the same batch
     assert list(records) == []  # the batch is over: no current event any more
     for store in (registry, tasks):
-        assert dict(store.items()) == {"t2": {"n": 2}}
-        assert store.table.data == {b"t2": b'{"n":2}'}
-    # The registry follows the record being decided; tasks go by key (partition None: the
-    # producer's partitioner), so freeing another task's state deletes it in its own partition.
-    assert registry.changes() == [(b"t1", b'{"n":1}', 2), (b"t2", b'{"n":2}', 3),
-                                  (b"t1", None, 3)]
-    assert tasks.changes() == [(b"t1", b'{"n":1}', None), (b"t2", b'{"n":2}', None),
-                               (b"t1", None, None)]
+        assert dict(store.items()) == {"t2": {"n": 2}, "t3": store["t3"]}
+        assert store.table.data == {}       # encoded once per batch, at changes()
+    # The registry follows the record being decided; a task's state goes to the partition of
+    # its own record, other tasks' by key (partition None: the producer's partitioner), so
+    # freeing another task's state deletes it in its own partition.
+    assert registry.changes() == [(b"t1", None, 3), (b"t3", b'{"n":3}', 2),
+                                  (b"t2", b'{"n":2}', 3)]
+    assert tasks.changes() == [(b"t1", None, None), (b"t3", b'{"n":33}', None),
+                               (b"t2", b'{"n":2}', 3)]
     assert registry.changes() == tasks.changes() == []
+    assert tasks.table.data == {b"t2": b'{"n":2}', b"t3": b'{"n":33}'}
+
+
+def test_the_task_store_decodes_a_state_once_while_the_table_holds_its_bytes():
+    data: dict[bytes, bytes] = {b"t": b'{"n":1}'}
+    store = JsonStore(types.SimpleNamespace(name="tasks", data=data, changelog_topic=types.
+                      SimpleNamespace(get_topic_name=lambda: "c")), by_key=True, cached=2)
+    first = store.get("t")
+    assert store.get("t") is first          # cached: not decoded again
+    data[b"t"] = b'{"n":2}'                 # e.g. recovered from the changelog: decoded again
+    assert store.get("t") == {"n": 2} and store.get("t") is not first
+    data.update({b"u": b"{}", b"v": b"{}"})
+    again = store.get("t")
+    store.get("u"), store.get("v")          # the cache holds two: t is dropped
+    assert store.get("t") == again and store.get("t") is not again
+    assert store.get("missing") is None and "missing" not in store
 
 
 def test_the_worker_runs_on_uvloop_when_it_is_installed():
