@@ -49,24 +49,36 @@ class Reading(NamedTuple):
     layout: Layout
     hashes: np.ndarray           # hash of every token of every segment, in order (bloom)
     owner: np.ndarray            # the segment each of those tokens is in
-    filters: dict                # (m, segments kept) -> their tokens as a filter (cache)
+    filters: dict                # m -> the tokens of all segments as a filter (cache)
+    masked: dict                 # (m, segments kept) -> theirs, for a few sets of segments
 
     def clean_bits(self, keep: np.ndarray | None = None):
         """bits_for(m) of the result's tokens (those of the `keep` segments, if given) for the
         task's filter: at most a layer's capacity of them, the last ones. Cached: the same
         result is read by many tasks, and its suspicious segments are mostly the same ones."""
-        kept = None if keep is None else np.packbits(keep).tobytes()
+        if keep is None:
+            return self._all_bits
+        kept = np.packbits(keep).tobytes()
 
         def bits_for(m: int) -> int:
-            bits = self.filters.get((m, kept))
+            bits = self.masked.get((m, kept))
             if bits is None:
-                hashes = self.hashes if keep is None else self.hashes[keep[self.owner]]
-                bits = bloom.bits_of(_latest_distinct(hashes, bloom.capacity(m)), m)
-                if len(self.filters) >= 8:
-                    self.filters.clear()
-                self.filters[m, kept] = bits
+                bits = self._bits(self.hashes[keep[self.owner]], m)
+                if len(self.masked) >= 4:
+                    self.masked.clear()
+                self.masked[m, kept] = bits
             return bits
         return bits_for
+
+    def _all_bits(self, m: int) -> int:
+        bits = self.filters.get(m)
+        if bits is None:
+            bits = self.filters[m] = self._bits(self.hashes, m)
+        return bits
+
+    @staticmethod
+    def _bits(hashes: np.ndarray, m: int) -> int:
+        return bloom.bits_of(_latest_distinct(hashes, bloom.capacity(m)), m)
 
 
 class Held:
@@ -127,7 +139,7 @@ class InjectionEvidence(Detector):
         toks = [text.tokens(s) for s in segs]
         return Reading(segs, layout([self.features.buckets(s) for s in segs]),
                        bloom.hashes(chain.from_iterable(toks)),
-                       np.repeat(np.arange(len(segs)), [len(t) for t in toks]), {})
+                       np.repeat(np.arange(len(segs)), [len(t) for t in toks]), {}, {})
 
     @property
     def cap_words(self) -> dict[str, str]:
