@@ -62,7 +62,7 @@ class Engine:
         task_id = event["task_id"]
         # Free what is over by event time first; actions a freed task still held are settled.
         stored, freed = self.retention.advance(task_id, event["event_time"],
-                                               self.store.get(task_id))
+                                               self._stored(task_id))
         expired = [self._decide_without_intent(old, a) for old in freed for a in old["pending"]]
         task = stored or st.new_task(task_id)
         etype = event["type"]
@@ -84,7 +84,7 @@ class Engine:
         current state, changing nothing: no state, no learning, no revoke command. This is the
         inline decision a gateway asks for before it runs a call; `allowed` is false when the
         stream would revoke."""
-        stored = self.store.get(action["task_id"])
+        stored = self._stored(action["task_id"])
         if stored and self.retention.over(stored, action["event_time"]):
             stored = None  # freed at this time (monitor.retention): no intent
         task = orjson.loads(orjson.dumps(stored)) if stored else st.new_task(action["task_id"])
@@ -107,13 +107,19 @@ class Engine:
                 "allowed": verdict != REVOKE, "verdict": verdict, "risk": risk,
                 "reasons": reasons}
 
+    def _stored(self, task_id: str) -> dict | None:
+        stored = self.store.get(task_id)
+        if stored is not None and "per_tool" in stored["window"]:
+            stored = st.upgrade(stored)   # written by an older version
+        return stored
+
     # -- event types -------------------------------------------------------------------------
     def _on_intent(self, task: dict, intent: dict) -> list[dict]:
         reasons = []
         if task["intent"] is None:
-            task["intent"] = intent
+            task["intent"] = st.kept_intent(intent)
             reasons.extend(delegation.register(self.registry, task["task_id"], intent))
-        elif _without_time(task["intent"]) != _without_time(intent):
+        elif _without_time(task["intent"]) != _without_time(st.kept_intent(intent)):
             # The first declaration stands: a task cannot widen its own intent mid-flight.
             reasons.append(finding("engine", "intent_redeclared", SUSPICIOUS,
                                    "a second, different intent for a running task was ignored"))

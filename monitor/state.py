@@ -1,15 +1,16 @@
 """Per-task state as plain, JSON-serialisable data (it lives in a changelog-backed Faust table).
 
-A task's state holds its declared intent and an event-time window of what it has done:
-counts per tool, side-effecting count, distinct target resources, errors, the recent tool
-sequence, and the times of recent actions (for rates). Every list is bounded, so one task's
-state stays small whatever the agent does.
+A task's state holds its declared intent and an event-time window of what it has done: counts
+of actions, side effects, errors and undeclared tools, the distinct targets it acted on (as
+short hashes: only their number is read), and the times of recent actions (for rates). Every
+list is bounded, so one task's state stays small whatever the agent does.
 """
 
 from __future__ import annotations
 
-RECENT_TOOLS = 16        # length of the recent tool sequence
-MAX_RESOURCES = 64       # distinct target values remembered per task
+import zlib
+
+MAX_TARGETS = 64         # distinct target values remembered per task
 MAX_OPEN_CALLS = 64      # requested calls waiting for their completion
 MAX_PENDING = 64         # actions held while their intent has not arrived yet
 RATE_WINDOW_SECONDS = 60.0
@@ -30,14 +31,41 @@ def new_task(task_id: str) -> dict:
             "actions": 0,
             "side_effects": 0,
             "errors": 0,
-            "per_tool": {},
-            "resources": [],
-            "recent_tools": [],
+            "undeclared": 0,     # actions of tools the intent did not declare
+            "targets": [],       # crc32 of each distinct target value (bounded)
             "recent_times": [],  # seconds after first_time (bounded)
             "first_time": None,
             "last_time": None,
         },
     }
+
+
+def upgrade(task: dict) -> dict:
+    """A state written by version 0.1.0 (per-tool counts, the recent tool names and the target
+    values themselves in its window) in today's shape. Undeclared tools are counted against the
+    intent the state holds."""
+    w = task["window"]
+    if "per_tool" in w:
+        declared = (task["intent"] or {}).get("tools") or ()
+        w["undeclared"] = sum(n for tool, n in w.pop("per_tool").items() if tool not in declared)
+        w["targets"] = [target_hash(v) for v in w.pop("resources", [])]
+        w.pop("recent_tools", None)
+    return task
+
+
+# The fields of a task.intent its state keeps: what the detectors and decisions read (not the
+# event's version, type and task id, repeated in the state, nor any field beyond the contract).
+INTENT_FIELDS = ("agent_id", "workload_id", "parent_task_id", "goal", "tools", "scopes",
+                 "max_actions", "max_side_effects", "expires_at", "max_delegation_depth",
+                 "credentials", "event_time")
+
+
+def kept_intent(intent: dict) -> dict:
+    return {k: intent[k] for k in INTENT_FIELDS if k in intent}
+
+
+def target_hash(value: str) -> int:
+    return zlib.crc32(value.encode())
 
 
 def _push_bounded(items: list, value, limit: int) -> None:
@@ -66,8 +94,8 @@ def record_action(task: dict, action: dict, spec) -> None:
     w["actions"] += 1
     if spec.side_effecting:
         w["side_effects"] += 1
-    w["per_tool"][action["tool"]] = w["per_tool"].get(action["tool"], 0) + 1
-    _push_bounded(w["recent_tools"], action["tool"], RECENT_TOOLS)
+    if action["tool"] not in task["intent"]["tools"]:
+        w["undeclared"] += 1
     if w["first_time"] is None:
         w["first_time"] = t
     # Times of the last RATE_WINDOW_SECONDS, as seconds after the first action: a short
@@ -79,9 +107,12 @@ def record_action(task: dict, action: dict, spec) -> None:
         times.pop(0)
     del times[:-MAX_RECENT_TIMES]
     w["last_time"] = t if w["last_time"] is None else max(w["last_time"], t)
-    for value in target_values(action, spec.targets):
-        if value not in w["resources"]:
-            _push_bounded(w["resources"], value, MAX_RESOURCES)
+    if spec.targets:
+        targets = w["targets"]
+        for value in target_values(action, spec.targets):
+            h = target_hash(value)
+            if h not in targets:
+                _push_bounded(targets, h, MAX_TARGETS)
     call_id = action.get("call_id")
     if call_id:
         _push_bounded(task["open_calls"], call_id, MAX_OPEN_CALLS)
@@ -110,9 +141,8 @@ def hold_pending(task: dict, action: dict) -> dict | None:
 # and to pair late completions with their requests. The rest (results seen, the window's
 # lists, the learned detectors' per-task data) has served its purpose once the task has ended
 # and its detectors have learned from it.
-_ENDED_INTENT = ("v", "type", "task_id", "agent_id", "workload_id", "parent_task_id", "tools",
-                 "scopes", "max_actions", "max_side_effects", "expires_at", "credentials",
-                 "event_time")
+_ENDED_INTENT = ("agent_id", "workload_id", "parent_task_id", "tools", "scopes", "max_actions",
+                 "max_side_effects", "expires_at", "credentials", "event_time")
 
 
 def compact_ended(task: dict) -> dict:

@@ -26,16 +26,12 @@ FEATURES = ("actions", "side_effects", "errors", "targets", "undeclared", "rate"
 def window_features(action, task, spec) -> tuple[float, ...]:
     w = task["window"]
     n = w["actions"] + 1
-    declared = task["intent"]["tools"]
-    undeclared = action["tool"] not in declared
-    for tool, count in w["per_tool"].items():  # a loop: quicker than sum() over a generator
-        if tool not in declared:
-            undeclared += count
+    undeclared = w["undeclared"] + (action["tool"] not in task["intent"]["tools"])
     return (
         min(n, 50) / 50,
         (w["side_effects"] + spec.side_effecting) / n,
         w["errors"] / n,
-        min(len(w["resources"]) / n, 1.0),
+        min(len(w["targets"]) / n, 1.0),
         undeclared / n,
         min(len(w["recent_times"]) + 1, 30) / 30,
         (task.get("provenance") or {}).get("suspicion", 0.0),
