@@ -8,8 +8,8 @@ as raw lines first so that disk reads are not timed:
   full          Pipeline(build_engine("full")).handle_batch: the worker's default line-up
 
 The engine passes feed records in batches of BATCH, as the worker's agent takes them from the
-stream (streams.app.BATCH_MAX): metrics are written once per batch, decisions are the same as
-one record at a time.
+stream (INTENTWATCH_BATCH_MAX, default 500): metrics are written once per batch, decisions are
+the same as one record at a time.
 
 Each pass gets a new engine. Decisions are counted and dropped. Rates per tenth of the pass
 show whether the rate changes as the store fills (ended tasks stay in it). No Kafka, no Faust:
@@ -36,7 +36,7 @@ from monitor.pipeline import Pipeline
 from monitor.profiles import build_engine
 
 PASSES = ("decode_only", "rules", "full")
-BATCH = 500   # records per Pipeline.handle_batch call, the worker's streams.app.BATCH_MAX
+BATCH = 500   # records per Pipeline.handle_batch call, the worker's default INTENTWATCH_BATCH_MAX
 
 
 def _say(msg: str) -> None:

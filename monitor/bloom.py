@@ -89,7 +89,7 @@ def _decode(layer: str) -> tuple[int, int]:
 def _encode(bits: int, m: int) -> str:
     layer = base64.b64encode(bits.to_bytes(m // 8, "little")).decode()
     if len(_DECODED) >= _MAX_DECODED:
-        _DECODED.clear()
+        del _DECODED[next(iter(_DECODED))]   # the oldest (dicts keep insertion order)
     _DECODED[layer] = bits, m   # the same task reads the layer back at its next result
     return layer
 

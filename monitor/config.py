@@ -52,6 +52,11 @@ class Settings:
     # each serialized): 100 tasks/s -> 360,000 states. After it, an event of the task is
     # treated as one of a new task without intent (held, alerted `no_intent`).
     retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    # The decision agent takes up to batch_max records at a time, and yields what it has every
+    # batch_wait seconds when fewer came: that wait adds to a decision's latency when traffic
+    # is light, a smaller one costs more CPU per event (BENCHMARKS.md, latency).
+    batch_max: int = 500
+    batch_wait: float = 0.002
     # Task states (and delegation entries) the worker keeps decoded, most recently used first:
     # a state in the cache is not decoded again at its task's next event. About 6 KB each.
     state_cache: int = 10_000
@@ -82,6 +87,10 @@ class Settings:
             raise ValueError("INTENTWATCH_MODEL_SNAPSHOT_SECONDS must be positive")
         if not self.retention_seconds >= 0:
             raise ValueError("INTENTWATCH_RETENTION_SECONDS must be at least 0")
+        if self.batch_max < 1:
+            raise ValueError("INTENTWATCH_BATCH_MAX must be at least 1")
+        if not 0 < self.batch_wait <= 1:
+            raise ValueError("INTENTWATCH_BATCH_WAIT must be in (0, 1] seconds")
         if self.state_cache < 0:
             raise ValueError("INTENTWATCH_STATE_CACHE must be at least 0")
         if self.max_event_bytes < 1024:

@@ -22,7 +22,7 @@ import gc
 
 FREEZE_EVERY = 10_000
 YOUNG_THRESHOLD = 10_000
-FULL_EVERY = 1_000_000
+FULL_EVERY = 10_000_000
 
 _since_freeze = 0
 _since_full = 0

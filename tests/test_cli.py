@@ -44,3 +44,15 @@ def test_settings_validation_names_the_variable(monkeypatch):
     monkeypatch.setenv("INTENTWATCH_REVOKE_AT", "0.9")
     with pytest.raises(ValueError, match="INTENTWATCH_ALERT_AT"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize("name, bad", [("INTENTWATCH_BATCH_MAX", "0"),
+                                       ("INTENTWATCH_BATCH_WAIT", "0"),
+                                       ("INTENTWATCH_BATCH_WAIT", "soon"),
+                                       ("INTENTWATCH_STATE_CACHE", "-1")])
+def test_worker_batch_and_cache_settings_are_validated(monkeypatch, name, bad):
+    assert (Settings().batch_max, Settings().batch_wait, Settings().state_cache) == (
+        500, 0.002, 10_000)
+    monkeypatch.setenv(name, bad)
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env()

@@ -39,6 +39,9 @@ class SequenceModel(Detector):
     def __init__(self, catalog):
         self.catalog = catalog
         self.models: dict[str, proba.Multinomial] = {}
+        # The action score_one saw and its state: learn_one, called next with the same action
+        # and task (the engine records the action only after learning), reuses the state.
+        self._scored: tuple[dict, str] | None = None
 
     def intent_class(self, task) -> str:
         return self._intent_class(tuple(task["intent"]["tools"]))
@@ -58,10 +61,11 @@ class SequenceModel(Detector):
         return f"{self.intent_class(task)}|{seq[-1]}"
 
     def score_one(self, action, task, spec):
+        state = self._state(action, task, spec)
+        self._scored = (action, state)
         model = self.models.get(self._context(task))
         if model is None or model.n_samples < MIN_HISTORY:
             return []
-        state = self._state(action, task, spec)
         p = (model.counts.get(state, 0) + 1) / (model.n_samples + len(model.counts) + 1)
         if p >= IMPROBABLE:
             return []
@@ -71,8 +75,11 @@ class SequenceModel(Detector):
 
     def learn_one(self, action, task, spec, findings):
         # Only the path is recorded here; the counts learn when the task ends clean.
+        scored = self._scored
+        state = scored[1] if scored is not None and scored[0] is action else \
+            self._state(action, task, spec)
         seq = task.setdefault("sequence", [])
-        seq.append(self._state(action, task, spec))
+        seq.append(state)
         del seq[:-MAX_SEQUENCE]
 
     def task_ended(self, task, clean):
