@@ -8,9 +8,11 @@ them was the costliest step of reading it. A Bloom filter takes about 11 bits pe
 same content adds nothing.
 
 A task's filter is a list of layers (a scalable Bloom filter): a layer takes tokens until
-FILL_MAX of its bits are set; then a new layer, twice as large up to MAX_BITS, starts. Past
-MAX_LAYERS the oldest layer is dropped: the task forgets what it read first, as the bounded token
-list did. Layers are base64 strings, so the state stays JSON.
+FILL_MAX of its bits are set; then a new layer, at least twice as large up to MAX_BITS (and as
+large as the content that starts it needs), starts. Past MAX_LAYERS, or MAX_CHARS in all, the
+oldest layer is dropped: the task forgets what it read first, as the bounded token list did.
+Layers are base64 strings, so the state stays JSON; a task that reads little keeps a small
+filter.
 
 A false positive makes a target look grounded when it is not, so each layer's rate is bounded
 (FILL_MAX ** K); with every layer at that bound it is at most MAX_LAYERS times that.
@@ -33,9 +35,10 @@ import numpy as np
 
 K = 4                       # positions per token
 FILL_MAX = 0.3              # share of a layer's bits set before a new layer starts
-FIRST_BITS = 2048           # the first layer: 256 bytes, about 180 tokens
+FIRST_BITS = 512            # the smallest layer: 64 bytes, about 45 tokens
 MAX_BITS = 4096             # layers double up to this size (bits, a power of two)
-MAX_LAYERS = 3
+MAX_LAYERS = 4
+MAX_CHARS = 1400            # of all layers' base64 (8,192 bits: about 730 tokens)
 MIX = 0x9E3779B1            # h2 = (h1 * MIX) >> 32 | 1 (the product fits in 64 bits)
 _HASHES: dict[str, int] = {}
 _MAX_HASHES = 1 << 18       # cached token hashes (tokens recur across results)
@@ -111,7 +114,14 @@ def add(layers: list[str], bits_for: Callable[[int], int]) -> list[str]:
         m = min(2 * m, MAX_BITS)
     else:
         m = FIRST_BITS
-    return [*layers, _encode(bits_for(m), m)][-MAX_LAYERS:]
+    bits = bits_for(m)
+    while bits.bit_count() > FILL_MAX * m and m < MAX_BITS:  # sized to what it takes
+        m *= 2
+        bits = bits_for(m)
+    layers = [*layers, _encode(bits, m)][-MAX_LAYERS:]
+    while len(layers) > 1 and sum(len(layer) for layer in layers) > MAX_CHARS:
+        layers = layers[1:]   # the oldest goes
+    return layers
 
 
 def of(tokens) -> list[str]:

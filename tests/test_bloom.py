@@ -1,5 +1,6 @@
 """The task's filter of tokens read (monitor.bloom) and the size-bounded cache (monitor.lru)."""
 
+import base64
 import random
 import string
 
@@ -48,10 +49,18 @@ def test_false_positives_stay_under_the_bound_as_layers_fill():
 def test_layers_are_bounded_and_the_oldest_tokens_are_forgotten_first():
     tokens = words(3000, seed=3)
     layers = filled(tokens)
-    assert len(layers) == bloom.MAX_LAYERS
+    assert len(layers) <= bloom.MAX_LAYERS and sum(map(len, layers)) <= bloom.MAX_CHARS
     contains = bloom.reader(layers)
     assert all(contains(t) for t in tokens[-300:])
     assert sum(map(contains, tokens[:300])) < 30   # the first ones are gone
+
+
+def test_a_task_that_reads_little_keeps_a_small_filter():
+    smallest = len(base64.b64encode(bytes(bloom.FIRST_BITS // 8)))
+    assert [len(layer) for layer in bloom.of(words(20, seed=7))] == [smallest]
+    (big,) = bloom.of(words(300, seed=8))   # one layer as large as its first content needs
+    bits, m = bloom._decode(big)
+    assert m > bloom.FIRST_BITS and bits.bit_count() <= bloom.FILL_MAX * m
 
 
 def test_reading_the_same_content_again_changes_nothing_and_the_state_stays_json():
