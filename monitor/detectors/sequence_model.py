@@ -22,6 +22,12 @@ MIN_HISTORY = 30
 IMPROBABLE = 0.02
 RISK = 0.5
 MAX_SEQUENCE = 32
+# A task's path is kept in its state as one character per state (32 states: 34 bytes instead
+# of about 360 as names); the model and its findings use the names.
+STATES = [f"{cap}:{declared}:{tainted}" for cap in SEVERITY for declared in "du"
+          for tainted in "cs"]
+CODE = {name: chr(ord("a") + i) for i, name in enumerate(STATES)}
+NAME = {code: name for name, code in CODE.items()}
 
 
 @lru_cache(maxsize=4096)
@@ -57,8 +63,8 @@ class SequenceModel(Detector):
         return f"{capability(spec)}:{declared}:{tainted}"
 
     def _context(self, task) -> str:
-        seq = task.get("sequence") or ["start"]
-        return f"{self.intent_class(task)}|{seq[-1]}"
+        path = _path(task)
+        return f"{self.intent_class(task)}|{NAME[path[-1]] if path else 'start'}"
 
     def score_one(self, action, task, spec):
         state = self._state(action, task, spec)
@@ -78,16 +84,14 @@ class SequenceModel(Detector):
         scored = self._scored
         state = scored[1] if scored is not None and scored[0] is action else \
             self._state(action, task, spec)
-        seq = task.setdefault("sequence", [])
-        seq.append(state)
-        del seq[:-MAX_SEQUENCE]
+        task["sequence"] = (_path(task) + CODE[state])[-MAX_SEQUENCE:]
 
     def task_ended(self, task, clean):
         if not clean or not task["intent"]:
             return
         cls = self.intent_class(task)
         previous = "start"
-        for state in task.get("sequence", []):
+        for state in map(NAME.__getitem__, _path(task)):
             key = f"{cls}|{previous}"
             model = self.models.get(key)
             if model is None:  # (not setdefault: a Multinomial costs ~16 us to build)
@@ -100,3 +104,10 @@ class SequenceModel(Detector):
 
     def load_state(self, blob: bytes) -> None:
         self.models = pickle.loads(blob)
+
+
+def _path(task) -> str:
+    path = task.get("sequence") or ""
+    if isinstance(path, list):  # a state of version 0.1.0: the states' names
+        path = "".join(CODE[name] for name in path)
+    return path
