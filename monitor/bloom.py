@@ -144,5 +144,20 @@ def reader(layers: list[str]) -> Callable[[str], bool]:
     return contains
 
 
+def contains_many(layers: list[str], token_hashes: np.ndarray) -> np.ndarray:
+    """reader(layers)(t) for many tokens at once, from their hashes (bool array)."""
+    found = np.zeros(token_hashes.size, dtype=bool)
+    if not token_hashes.size:
+        return found
+    h1 = token_hashes[:, None]
+    steps = np.arange(K, dtype=np.uint64) * ((h1 * MIX) >> 32 | 1)
+    for layer in layers:
+        bits, m = _decode(layer)
+        bitmap = np.unpackbits(np.frombuffer(bits.to_bytes(m // 8, "little"), dtype=np.uint8),
+                               bitorder="little").view(bool)
+        found |= bitmap[(h1 + steps) & (m - 1)].all(axis=1)
+    return found
+
+
 def _nowhere(token: str) -> bool:
     return False

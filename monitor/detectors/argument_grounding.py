@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from .. import bloom, text
 from ..state import target_values
-from .base import VIOLATION, Detector, finding
+from .base import VIOLATION, Detector, finding, goal_tokens
 
 UNGROUNDED = 0.45
 
@@ -27,7 +27,7 @@ class ArgumentGrounding(Detector):
         if not spec.watched:
             return []
         intent = task["intent"]
-        trusted = _goal_tokens(intent["goal"])
+        trusted = goal_tokens(intent["goal"])
         if intent.get("scopes"):
             trusted = trusted.union(*(text.tokens(p) for patterns in intent["scopes"].values()
                                       for p in patterns))
@@ -64,11 +64,6 @@ def _followed(value, is_target: bool) -> tuple[str, ...]:
     if is_target:
         return toks
     return tuple(t for t in toks if text.shape(t) in ("email", "url", "code"))
-
-
-@lru_cache(maxsize=4096)
-def _goal_tokens(goal: str) -> frozenset[str]:
-    return frozenset(text.tokens(goal))
 
 
 def _checked_values(action, spec):

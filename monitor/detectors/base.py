@@ -14,6 +14,10 @@ A finding is a plain dict: detector, code, risk in [0, 1], a message for people,
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from .. import text
+
 # Risk levels the rule detectors use; the policy maps risk to a verdict.
 CERTAIN = 1.0      # no honest explanation: a credential that is not the task's
 VIOLATION = 0.95   # a side effect outside the declared intent
@@ -29,6 +33,13 @@ def finding(detector: str, code: str, risk: float, message: str, basis: str | No
     if basis:
         f["basis"] = basis
     return f
+
+
+@lru_cache(maxsize=4096)
+def goal_tokens(goal: str) -> frozenset[str]:
+    """The tokens of a task's goal, which ground the targets they name (cached: read at every
+    side effect and every suspicious result of the task)."""
+    return frozenset(text.tokens(goal))
 
 
 class Detector:

@@ -29,14 +29,14 @@ import numpy as np
 from .. import bloom, text
 from ..lru import SizedLRU
 from ..state import target_values
-from .base import VIOLATION, Detector, finding
+from .base import VIOLATION, Detector, finding, goal_tokens
 from .text_model import Featurizer, HashedLogistic, Layout, layout, probability, tail
 
 SUSPICIOUS_AT = 0.5           # a segment at or above this is treated as injected content
 MAX_SEGMENTS = 24             # recent segments kept per task (for learning)
 MAX_BUFFERED = 40_000         # segments of the readings the buffer holds, over all tasks
 READINGS_CACHED_CHARS = 8_000_000   # text of the tool results whose reading is cached
-MAX_TAINTED_TOKENS = 128
+MAX_TAINTED_TOKENS = 64
 MIN_INSTRUCTION_TOKENS = 6    # shortest segment taken as an injected instruction
 MIN_POSITIVES = 5             # do not trust the model before it has seen this many injections
 MAX_POSITIVE_WEIGHT = 50.0    # cap of the class-balancing weight of a positive
@@ -163,29 +163,38 @@ class InjectionEvidence(Detector):
         if not reading.segments:
             return
         prov = task.setdefault("provenance", {"clean": [], "tainted": {}, "suspicion": 0.0})
-        top, clean_bits = 0.0, reading.clean_bits()
+        top, suspicious = 0.0, None
         if self.positives >= MIN_POSITIVES:
             logits = self.model.logits(reading.layout)
             high = float(logits.max())
             top = round(probability(high), 4)
             if high >= 0.0:  # some segment at P >= SUSPICIOUS_AT (0.5)
-                clean_bits = self._taint(prov, reading, logits)
+                suspicious = logits >= 0.0
         prov["suspicion"] = max(prov["suspicion"], top)
-        prov["clean"] = bloom.add(prov["clean"], clean_bits)
+        prov["clean"] = bloom.add(prov["clean"], reading.clean_bits(
+            None if suspicious is None else ~suspicious))
+        if suspicious is not None:
+            self._taint(prov, reading, logits, suspicious, task["intent"]["goal"])
         self._remember(task["task_id"], reading)
 
     @staticmethod
-    def _taint(prov: dict, reading: Reading, logits: np.ndarray):
-        """Record the tokens of suspicious segments; returns bits_for of the clean ones."""
+    def _taint(prov: dict, reading: Reading, logits: np.ndarray, suspicious: np.ndarray,
+               goal: str) -> None:
+        """Record the tokens of suspicious segments with their suspicion, but not those already
+        grounded (in the goal or in clean content read): grounding never looks them up."""
         tainted = prov["tainted"]
-        suspicious = logits >= 0.0
+        mine = suspicious[reading.owner]
+        grounded = bloom.contains_many(prov["clean"], reading.hashes[mine]).tolist()
+        trusted = goal_tokens(goal)
+        k = 0
         for i in np.flatnonzero(suspicious).tolist():
             score = round(probability(float(logits[i])), 4)
             for tok in text.tokens(reading.segments[i]):
-                tainted[tok] = max(score, tainted.get(tok, 0.0))
+                if not grounded[k] and tok not in trusted:
+                    tainted[tok] = max(score, tainted.get(tok, 0.0))
+                k += 1
         if len(tainted) > MAX_TAINTED_TOKENS:
             prov["tainted"] = dict(list(tainted.items())[-MAX_TAINTED_TOKENS:])
-        return reading.clean_bits(~suspicious)
 
     def _remember(self, task_id: str, reading: Reading) -> None:
         held = self.buffer.pop(task_id, None) or Held()
