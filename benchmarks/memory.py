@@ -8,8 +8,12 @@ Pipeline.handle, as if N tasks were active at once, and reads VmRSS again. It re
     what a changelog-backed table holds per task, and of every delegation registry entry;
   - resident memory before and after, and the difference per task. The difference also holds
     the learned detectors' bounded caches (segment features, up to 65,536 entries) and model
-    growth, so it is an upper bound of the store's own cost. This is the engine's store in a
-    plain process, not a Faust worker (no RocksDB, no changelog buffers).
+    growth, so it is an upper bound of the store's own cost.
+  Each is measured twice, in two child processes: with the engine's default store (a dict of
+  live states, as replay and eval use) and with the worker's (streams.app.JsonStore over a
+  dict of bytes, as Faust's memory store holds a table: each state as its JSON, the
+  INTENTWATCH_STATE_CACHE most recently used decoded). Neither is a Faust worker (no
+  consumer, producer or changelog buffers).
 (c) Then it sends task.end for every task (all at the same event time) and reports how many
 states the store still holds right after (compact ended states, kept for the retention period), then moves event time past
 the retention period (one more event, of a sentinel task, with the sweep's per-event batch
@@ -93,15 +97,57 @@ def write_feed(path: Path, events_path: Path, n_tasks: int, per_task: int) -> di
     return {"tasks": n_tasks, "events": n_events, "per_task": per_task}
 
 
-def child(feed: Path, profile: str) -> dict:
-    """Runs in the child process: feed, measure, end every task, measure again."""
+class WorkerStores:
+    """The worker's stores (streams.app.JsonStore) over plain dicts of bytes, as Faust's
+    memory store holds them: each state as its JSON bytes, the most recently used decoded.
+    Changes are written back every BATCH records, as the worker does once per batch."""
+
+    BATCH = 500
+
+    def __init__(self):
+        import types
+
+        from monitor.config import Settings
+        from streams.app import JsonStore
+
+        def table(name: str):
+            return types.SimpleNamespace(name=name, data={}, changelog_topic=types.
+                                         SimpleNamespace(get_topic_name=lambda: name))
+        # (by key: off the bus there is no record being decided to take a partition from)
+        self.stores = [JsonStore(table(name), by_key=True, cached=Settings().state_cache)
+                       for name in ("tasks", "registry")]
+        self.pending = 0
+
+    def handled(self) -> None:
+        self.pending += 1
+        if self.pending >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        self.pending = 0
+        for store in self.stores:
+            store.changes()
+
+
+def child(feed: Path, profile: str, kind: str = "dict") -> dict:
+    """Runs in the child process: feed, measure, end every task, measure again. kind: the
+    store, the engine's default dict of live states or "worker" (WorkerStores)."""
     from monitor.catalog import Catalog
     from monitor.importers.agentdojo import CATALOG_PATH
     from monitor.pipeline import Pipeline
     from monitor.profiles import build_engine
 
-    engine = build_engine(profile, Catalog.load(CATALOG_PATH))
+    worker = WorkerStores() if kind == "worker" else None
+    engine = build_engine(profile, Catalog.load(CATALOG_PATH),
+                          **({"store": worker.stores[0], "registry": worker.stores[1]}
+                             if worker else {}))
     pipe = Pipeline(engine)
+
+    def handle(raw: bytes):
+        out = pipe.handle(raw)
+        if worker:
+            worker.handled()
+        return out
     gc.collect()
     before = rss_bytes()
     started = time.perf_counter()
@@ -110,12 +156,14 @@ def child(feed: Path, profile: str) -> dict:
     with open(feed, "rb") as f:
         for raw in f:
             raw = raw.rstrip(b"\n")
-            _, err = pipe.handle(raw)
+            _, err = handle(raw)
             dead += err is not None
             n += 1
             if n % 5000 == 0 and time.perf_counter() - last >= 2:
                 last = time.perf_counter()
                 _say(f"  memory: {n} events, {len(engine.store)} tasks")
+    if worker:
+        worker.flush()
     feed_seconds = time.perf_counter() - started
     for tid, task in engine.store.items():
         last_time[tid] = task["window"]["last_time"] or task["intent"]["event_time"]
@@ -141,8 +189,10 @@ def child(feed: Path, profile: str) -> dict:
     # ones end): is its state freed once the retention period has passed?
     ended_at = max(last_time.values(), default=0.0) + 1.0
     for tid in last_time:
-        pipe.handle(orjson.dumps({"v": 1, "type": "task.end", "task_id": tid,
-                                  "event_time": ended_at, "event_id": f"{tid}#end"}))
+        handle(orjson.dumps({"v": 1, "type": "task.end", "task_id": tid,
+                             "event_time": ended_at, "event_id": f"{tid}#end"}))
+    if worker:
+        worker.flush()
     gc.collect()
     end_rss = rss_bytes()
     held = [t for t in store.values() if t["ended_at"] is not None]
@@ -152,9 +202,11 @@ def child(feed: Path, profile: str) -> dict:
     ret = engine.retention
     horizon = ended_at + ret.seconds + 1.0
     ret.batch = 10**12  # one event frees everything due (the live engine frees 64 per event)
-    pipe.handle(orjson.dumps({"v": 1, "type": "task.intent", "task_id": "memory-sentinel",
-                              "agent_id": "bench", "workload_id": "spiffe://bench/sentinel",
-                              "goal": "move event time", "tools": [], "event_time": horizon}))
+    handle(orjson.dumps({"v": 1, "type": "task.intent", "task_id": "memory-sentinel",
+                         "agent_id": "bench", "workload_id": "spiffe://bench/sentinel",
+                         "goal": "move event time", "tools": [], "event_time": horizon}))
+    if worker:
+        worker.flush()
     gc.collect()
     ended_rss = rss_bytes()
     held = [t for t in store.values() if t["ended_at"] is not None]
@@ -166,7 +218,8 @@ def child(feed: Path, profile: str) -> dict:
              "freed": len(held) == 0, "freed_by_retention": ret.freed,
              "rss_after_ends": ended_rss["rss"],
              "rss_delta_after_ends": ended_rss["rss"] - before["rss"]}
-    return {"profile": profile, "pid": os.getpid(), "active": active, "ended": ended}
+    return {"profile": profile, "store": kind, "pid": os.getpid(), "active": active,
+            "ended": ended}
 
 
 def churn_child(trace: Path, profile: str, retention_seconds: float, samples: int) -> dict:
@@ -226,9 +279,9 @@ def churn_child(trace: Path, profile: str, retention_seconds: float, samples: in
             "rss_end": points[-1]["rss"] if points else None}
 
 
-def run_child(feed: Path, profile: str, timeout: float) -> dict:
+def run_child(feed: Path, profile: str, timeout: float, store: str = "dict") -> dict:
     cmd = [sys.executable, "-m", "benchmarks.memory", "--child", str(feed),
-           "--profile", profile]
+           "--profile", profile, "--store", store]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, timeout=timeout, check=True)
     return orjson.loads(proc.stdout)
 
@@ -259,14 +312,20 @@ def benchmark(events_path: Path, work: Path, n_tasks: int = 100_000,
     """events_path: the imported dev set (the scaled trace's templates). churn: run (d) with
     these sizes ({"events", "active", "retention"}, see CHURN); None skips it."""
     result: dict = {"profile": profile, "per_task_events": per_task,
-                    "store": "in-process dict (the engine's default store)", "runs": {}}
+                    "stores": {"dict": "in-process dict of live states (the engine's default)",
+                               "worker": "the worker's JsonStore over a dict of bytes (Faust's "
+                                         "memory store), 10,000 states kept decoded"},
+                    "runs": {}, "worker_store": {}}
     sizes = [n_tasks] + ([1_000_000] if million and n_tasks < 1_000_000 else [])
     for n in sizes:
         feed = work / f"feed-{n}.jsonl"
         _say(f"memory: writing the first {per_task} events of {n} tasks")
         result["runs"][str(n)] = {"feed": write_feed(feed, events_path, n, per_task)}
-        _say(f"memory: child process holding {n} active tasks ({profile})")
+        _say(f"memory: child process holding {n} active tasks ({profile}, dict store)")
         result["runs"][str(n)].update(run_child(feed, profile, timeout))
+        _say(f"memory: child process holding {n} active tasks ({profile}, worker store)")
+        result["worker_store"][str(n)] = {"feed": result["runs"][str(n)]["feed"],
+                                          **run_child(feed, profile, timeout, "worker")}
         feed.unlink()
     if not million:
         first = result["runs"][str(n_tasks)]["active"]
@@ -284,13 +343,15 @@ def benchmark(events_path: Path, work: Path, n_tasks: int = 100_000,
 
 def summary(result: dict) -> str:
     lines = []
-    for n, r in result["runs"].items():
+    runs = [(n, r, "dict store") for n, r in result["runs"].items()] + [
+        (n, r, "worker store") for n, r in result.get("worker_store", {}).items()]
+    for n, r, store in runs:
         a, e = r["active"], r["ended"]
         s = a["state_bytes"]
-        lines.append(f"{int(n):,} active tasks ({result['profile']}, {r['feed']['events']:,} "
-                     f"events): state bytes mean {s['mean']:,.0f} p99 {s['p99']:,}; RSS "
-                     f"+{a['rss_delta'] / 2**20:,.1f} MiB, {a['rss_delta_per_task']:,.0f} "
-                     f"bytes per task")
+        lines.append(f"{int(n):,} active tasks ({result['profile']}, {store}, "
+                     f"{r['feed']['events']:,} events): state bytes mean {s['mean']:,.0f} p99 "
+                     f"{s['p99']:,}; RSS +{a['rss_delta'] / 2**20:,.1f} MiB, "
+                     f"{a['rss_delta_per_task']:,.0f} bytes per task")
         lines.append(f"  after task.end for all: {e['right_after_end']['states']:,} compact "
                      f"states ({e['right_after_end']['state_bytes'] / 2**20:,.1f} MiB), "
                      f"{e['right_after_end']['registry_entries']:,} registry entries, RSS "
@@ -335,11 +396,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="retention seconds of the churn run's engine (event time)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds allowed per child process")
+    parser.add_argument("--store", choices=("dict", "worker"), default="dict",
+                        help=argparse.SUPPRESS)   # (of a child process)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--churn-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(orjson.dumps(child(args.child, args.profile)).decode())
+        print(orjson.dumps(child(args.child, args.profile, args.store)).decode())
         return 0
     if args.churn_child:
         print(orjson.dumps(churn_child(args.churn_child, args.profile, args.churn_retention,

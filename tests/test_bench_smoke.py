@@ -35,6 +35,10 @@ def test_quick_bench(tmp_path, capsys):
     assert run["active"]["rss_after"] > 0
     # Ended tasks are freed once event time passes their retention: reported as measured.
     assert run["ended"]["freed"] == (run["ended"]["states_still_in_store"] == 0)
+    # The same feed through the worker's store holds the same states, as bytes.
+    worker = result["memory"]["worker_store"][str(bench.QUICK["tasks"])]
+    assert worker["store"] == "worker" and worker["active"]["tasks"] == bench.QUICK["tasks"]
+    assert worker["active"]["state_bytes"]["mean"] == s["mean"]
 
 
 def test_bench_refuses_an_unknown_part(tmp_path, capsys):

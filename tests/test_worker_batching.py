@@ -103,6 +103,22 @@ def test_the_stores_keep_each_change_for_its_partition():
     assert tasks.table.data == {b"t2": b'{"n":2}', b"t3": b'{"n":33}'}
 
 
+def test_the_table_holds_exactly_the_bytes_of_each_state():
+    import tracemalloc
+    data: dict[bytes, bytes] = {}
+    store = JsonStore(types.SimpleNamespace(name="tasks", data=data, changelog_topic=types.
+                      SimpleNamespace(get_topic_name=lambda: "c")), by_key=True)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(200):
+        store[f"t{i}"] = {"goal": "x" * 1500}
+    store.changes()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    # (orjson's own bytes would keep its 16 KB output buffer each: over 3 MB here)
+    assert held < 200 * 4000, held
+
+
 def test_the_task_store_decodes_a_state_once_while_the_table_holds_its_bytes():
     data: dict[bytes, bytes] = {b"t": b'{"n":1}'}
     store = JsonStore(types.SimpleNamespace(name="tasks", data=data, changelog_topic=types.
