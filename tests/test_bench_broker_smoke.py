@@ -7,6 +7,9 @@ import orjson
 import pytest
 
 from benchmarks import broker
+from benchmarks.broker_trace import expected_decisions
+from benchmarks.paced_latency import quantile, summary_ms
+from benchmarks.throughput import rates
 
 
 def test_expected_decisions_counts_held_actions():
@@ -19,7 +22,7 @@ def test_expected_decisions_counts_held_actions():
                   event_id="a1", phase="requested")
     orphan = line(type="agent.action", task_id="b", agent_id="x", tool="t", args={},
                   event_id="b1", phase="requested")
-    got = broker.expected_decisions([action, intent, orphan, b"not json"])
+    got = expected_decisions([action, intent, orphan, b"not json"])
     assert got["valid"] == 3
     assert got["dead_letters"] == 1
     assert got["held_without_intent"] == 1   # b's action waits for an intent that never comes
@@ -28,13 +31,13 @@ def test_expected_decisions_counts_held_actions():
 
 
 def test_quantiles_and_rates():
-    assert broker.quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
-    assert broker.quantile([1.0, 2.0, 3.0, 4.0], 0.999) == 4.0
-    s = broker.summary_ms([0.001 * i for i in range(1, 1001)])
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.999) == 4.0
+    s = summary_ms([0.001 * i for i in range(1, 1001)])
     assert s["count"] == 1000
     assert s["p50"] == pytest.approx(500.0)
     assert s["p50"] <= s["p99"] <= s["p99.9"] <= s["max"]
-    r = broker.rates([1000 + 10 * i for i in range(101)], [])
+    r = rates([1000 + 10 * i for i in range(101)], [])
     assert r["events_per_second"] == pytest.approx(100.0)
     assert len(r["events_per_second_by_tenth"]) == 10
 
