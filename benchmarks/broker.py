@@ -1,8 +1,10 @@
 """End to end on the real Kafka broker: throughput and latency of one worker, each beside a plain
-aiokafka baseline measured in the same run on the same broker.
+aiokafka baseline measured in the same run on the same broker, and the throughput also beside a
+Faust app that does nothing but the worker's loop (the Faust floor).
 
     python -m benchmarks.broker [--events N] [--rate-fraction F]
                                 [--latency-seconds S | --latency-events N] [--quick]
+                                [--no-latency] [--no-faust-floor]
                                 [--bootstrap HOST:PORT] [--json FILE]
 
 1. Throughput. The input topics (intents, actions; fresh names per run) are pre-loaded with the
@@ -10,15 +12,20 @@ aiokafka baseline measured in the same run on the same broker.
    distinct tasks, K active at once; routed and keyed like `intentwatch produce`).
    - Baseline: a plain aiokafka process pinned to one core (the worker's core) reads both topics
      from offset 0, decodes every record with orjson and produces one small record per event to
-     an output topic (acks=all, linger 0: Faust's producer defaults).
+     an output topic (acks=all, linger 0: Faust's producer defaults). Its rate defines the goal
+     (worker / baseline >= 0.5).
+   - Faust floor (benchmarks.faust_floor; --no-faust-floor skips it): the worker's Faust app
+     and batched loop with a plain orjson decode in place of the engine, one record per event,
+     started and pinned like the worker, on its own app id. Worker / floor says how much of
+     the worker's cost is its own work rather than Faust's and aiokafka's per-message path.
    - Then ONE `intentwatch worker` pinned to the same core consumes the same topics from offset
      0 (fresh app id, so a fresh consumer group and empty task table).
    Each rate is (records - 1) / (last - first record timestamp) of its output topic (the
-   decisions topic for the worker, the echo topic for the baseline): CreateTime, taken by the
-   producing process at send time, so start-up is not timed. The reader stops when the expected
-   count has arrived (the worker emits exactly one decision per valid event once every held
-   action's intent has arrived; see `expected_decisions`) or when nothing new arrived for
-   --idle-seconds, and says which.
+   decisions topic for the worker, the echo topics of the baseline and the floor): CreateTime,
+   taken by the producing process at send time, so start-up is not timed. The reader stops
+   when the expected count has arrived (the worker emits exactly one decision per valid event
+   once every held action's intent has arrived; see `expected_decisions`) or when nothing new
+   arrived for --idle-seconds, and says which.
 2. Latency. At --rate-fraction (default 0.5) of the worker's rate from 1, this process produces
    the trace's next events at a steady pace (all event types, as a live stream would carry
    them) to the same worker, which keeps its state from 1. Timed are the agent.action events
@@ -37,9 +44,10 @@ out/benchmarks/broker.json). --quick: tiny sizes for a smoke test (well under a 
 running broker).
 
 This module runs the parts in order and holds the command line. The parts: broker_trace (the
-input and the decisions it yields), echo_baseline (the aiokafka process), throughput (reading
-an output topic and its rate), paced_latency (the paced driver), processes (CPU meters,
-pinning, machine facts), broker_report (the summary table and the notes on limits).
+input and the decisions it yields), echo_baseline (the aiokafka process), faust_floor (the
+Faust app), throughput (reading an output topic and its rate), paced_latency (the paced
+driver), processes (CPU meters, pinning, machine facts), broker_report (the summary table and
+the notes on limits).
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ from benchmarks import scale
 from benchmarks.broker_report import limits, summary_table
 from benchmarks.broker_trace import Trace, expected_decisions
 from benchmarks.echo_baseline import EchoProcess
+from benchmarks.faust_floor import start as start_faust_floor
 from benchmarks.paced_latency import paced, paced_items
 from benchmarks.processes import (
     CpuMeter,
@@ -117,6 +126,51 @@ def _cpu_cost(run: dict, name: str, events_key: str = "records") -> None:
         run["cpu_ms_per_event"] = round(1e3 * spent / run[events_key], 4)
 
 
+def _faust_floor_run(bootstrap: str, topics: dict[str, str], partitions: int, app_id: str,
+                     output: str, count: int, idle_seconds: float, cpu: int,
+                     broker_pid: int | None, scratch: Path) -> dict:
+    """The Faust floor on the pre-loaded topics, started and measured like the worker: its own
+    app id (a fresh consumer group, so it reads from offset 0), its own web port (two Faust
+    apps on one host collide on the default one), then stopped."""
+    web_port = local.free_port()
+    env = local.worker_env(bootstrap, **topics, app_id=app_id, fast_rebalance=1,
+                           partitions=partitions, web_port=web_port,
+                           data_dir=scratch / "floor-data")
+    log = scratch / "faust-floor.log"
+    t_start = time.monotonic()
+    proc = start_faust_floor(env, log, cpu, output)
+    try:
+        local.wait_healthy(web_port, proc, log)
+        healthy_s = round(time.monotonic() - t_start, 1)
+        threads = thread_affinity(proc.pid)
+        meter = CpuMeter({"faust_floor": proc.pid, "broker": broker_pid})
+        run = asyncio.run(collect(bootstrap, output, count, idle_seconds, meter))
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Faust floor exited: "
+                               f"{log.read_text(errors='replace')[-3000:]}")
+    finally:
+        local.stop_worker(proc)
+    run.update(healthy_after_seconds=healthy_s, threads_cpus=threads,
+               log_warnings=log_warnings(log))
+    _cpu_cost(run, "faust_floor")
+    return run
+
+
+def _ratios(e2e: dict) -> dict:
+    """Worker / baseline (the issue's goal: 0.5), and worker / Faust floor: how much of the gap
+    is Faust's own per-message path (a floor / baseline far below 0.5 means even a Faust app
+    that does nothing cannot meet the goal)."""
+    rate = {k: (e2e.get(k) or {}).get("events_per_second")
+            for k in ("worker", "baseline", "faust_floor")}
+    out = {}
+    for name, a, b in (("ratio_worker_to_baseline", "worker", "baseline"),
+                       ("ratio_worker_to_faust_floor", "worker", "faust_floor"),
+                       ("ratio_faust_floor_to_baseline", "faust_floor", "baseline")):
+        if rate[a] and rate[b]:
+            out[name] = round(rate[a] / rate[b], 4)
+    return out
+
+
 def benchmark(bootstrap: str | None = None, *, events: int | None = None,
               rate_fraction: float = 0.5, rate: float | None = None,
               latency_seconds: float | None = None, latency_events: int | None = None,
@@ -124,12 +178,14 @@ def benchmark(bootstrap: str | None = None, *, events: int | None = None,
               trace: Path | None = None, source: str = "auto", active: int | None = None,
               seed: int = scale.SEED, partitions: int = 4, worker_cpu: int = 0,
               idle_seconds: float | None = None, latency: bool = True,
-              keep_dir: Path | None = None, command: str | None = None) -> dict:
+              keep_dir: Path | None = None, command: str | None = None,
+              faust_floor: bool = True) -> dict:
     """Run benchmarks 1 (throughput) and 2 (latency) and return the figures.
 
     bootstrap: a running broker (host:port); None starts the local one for the run. rate:
     paced rate of the latency runs in events/s (default rate_fraction times the worker's
-    measured rate). latency_events overrides latency_seconds. quick: small defaults."""
+    measured rate). latency_events overrides latency_seconds. quick: small defaults.
+    faust_floor: also run the Faust floor (benchmarks.faust_floor) in the throughput run."""
     sizes = QUICK if quick else DEFAULTS
     events = events or sizes["events"]
     latency_seconds = latency_seconds or sizes["latency_seconds"]
@@ -181,9 +237,10 @@ def benchmark(bootstrap: str | None = None, *, events: int | None = None,
         prefix = f"bench-{int(time.time())}-{secrets.token_hex(3)}"
         topics = _topics(prefix)
         settings = Settings(broker=f"kafka://{bootstrap}", partitions=partitions, **topics)
-        baseline_out = f"{prefix}.baseline-echo"
-        asyncio.run(ensure_topics(settings, [*settings.topics(), baseline_out]))
-        asyncio.run(wait_ready(bootstrap, [*settings.topics(), baseline_out], partitions))
+        baseline_out, floor_out = f"{prefix}.baseline-echo", f"{prefix}.faust-floor"
+        asyncio.run(ensure_topics(settings, [*settings.topics(), baseline_out, floor_out]))
+        asyncio.run(wait_ready(bootstrap, [*settings.topics(), baseline_out, floor_out],
+                               partitions))
 
         # -- 1. throughput ---------------------------------------------------------------
         _say(f"scaled trace: {events} events ({active} tasks active at once)")
@@ -218,6 +275,17 @@ def benchmark(bootstrap: str | None = None, *, events: int | None = None,
         e2e["baseline"] = base
         _say(f"  baseline: {base['records']} records, {base['events_per_second']} events/s")
 
+        if faust_floor:
+            _say(f"Faust floor: a Faust app with the worker's loop, a decode for the engine, "
+                 f"on CPU {worker_cpu} ...")
+            floor = _faust_floor_run(bootstrap, topics, partitions, f"iw-{prefix}-floor",
+                                     floor_out, len(lines), idle_seconds, worker_cpu,
+                                     broker_pid, scratch)
+            result["placement"]["faust_floor_threads_cpus"] = floor.pop("threads_cpus")
+            e2e["faust_floor"] = floor
+            _say(f"  Faust floor: {floor['records']} records, "
+                 f"{floor['events_per_second']} events/s")
+
         keys_dir = scratch / "keys"
         keys_dir.mkdir()
         private, _ = generate_key_pair()
@@ -244,15 +312,13 @@ def benchmark(bootstrap: str | None = None, *, events: int | None = None,
             raise RuntimeError(f"the worker exited: {log.read_text(errors='replace')[-3000:]}")
         e2e["worker"] = work
         _say(f"  worker: {work['records']} decisions, {work['events_per_second']} events/s")
-        if work["events_per_second"] and base["events_per_second"]:
-            e2e["ratio_worker_to_baseline"] = round(
-                work["events_per_second"] / base["events_per_second"], 4)
+        e2e.update(_ratios(e2e))
         e2e["how"] = (
-            "Input topics pre-loaded before either process starts. Baseline first, then the "
-            "worker, each alone on the same CPU. events/s = (records - 1) / (last - first "
-            "CreateTime) of its output topic (decisions for the worker, one echo record per "
-            "event for the baseline); the reader stops at the expected count or after "
-            f"{idle_seconds:g} s without a new record.")
+            "Input topics pre-loaded before any process starts. Baseline first, then the "
+            "Faust floor, then the worker, each alone on the same CPU. events/s = (records - "
+            "1) / (last - first CreateTime) of its output topic (decisions for the worker, "
+            "one record per event for the baseline and the Faust floor); the reader stops at "
+            f"the expected count or after {idle_seconds:g} s without a new record.")
 
         # -- 2. latency ------------------------------------------------------------------
         if latency:
@@ -329,7 +395,7 @@ def benchmark(bootstrap: str | None = None, *, events: int | None = None,
             local.stop_broker(broker_dir)
         if keep_dir is not None:
             keep_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("worker.log",):
+            for name in ("worker.log", "faust-floor.log"):
                 if (scratch / name).exists():
                     shutil.copy(scratch / name, keep_dir / name)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -359,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"untimed start of each latency run "
                              f"(default {DEFAULTS['warmup_seconds']:g})")
     parser.add_argument("--no-latency", action="store_true", help="throughput only")
+    parser.add_argument("--no-faust-floor", action="store_true",
+                        help="skip the Faust floor in the throughput run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--bootstrap", default=None,
                         help="a running broker host:port (default: start the local one)")
@@ -380,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
                         help="where the figures go (default %(default)s); '-' for stdout")
     parser.add_argument("--keep-log", type=Path, default=None,
-                        help="copy the worker's log into this folder")
+                        help="copy the worker's and the Faust floor's logs into this folder")
     args = parser.parse_args(argv)
     if args.events is not None and args.events < 2:
         parser.error("--events must be at least 2")
@@ -401,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
                        quick=args.quick, trace=args.trace, source=args.source,
                        active=args.active, partitions=args.partitions, worker_cpu=args.cpu,
                        idle_seconds=args.idle_seconds, latency=not args.no_latency,
-                       keep_dir=args.keep_log, command=command)
+                       keep_dir=args.keep_log, command=command,
+                       faust_floor=not args.no_faust_floor)
     blob = orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
     print(summary_table(result))
     if str(args.json) == "-":

@@ -182,9 +182,10 @@ def log_warnings(log_path: Path) -> dict:
     return dict(counts.most_common(10))
 
 
-def start_pinned_worker(env: dict, log_path: Path, cpu: int) -> subprocess.Popen:
-    """`intentwatch worker` like streams.local.start_worker, on one CPU (every thread)."""
-    cmd = [sys.executable, "-m", "streams.cli", "worker"]
+def start_pinned(python_args: list[str], env: dict, log_path: Path,
+                 cpu: int) -> subprocess.Popen:
+    """`python <python_args>` in the repository, on one CPU (every thread), output to the log."""
+    cmd = [sys.executable, *python_args]
     pin = None
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
@@ -195,3 +196,8 @@ def start_pinned_worker(env: dict, log_path: Path, cpu: int) -> subprocess.Popen
         return subprocess.Popen(cmd, env=env, cwd=str(local.ROOT), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=pin)  # noqa: PLW1509 (single-threaded here)
+
+
+def start_pinned_worker(env: dict, log_path: Path, cpu: int) -> subprocess.Popen:
+    """`intentwatch worker` like streams.local.start_worker, on one CPU."""
+    return start_pinned(["-m", "streams.cli", "worker"], env, log_path, cpu)

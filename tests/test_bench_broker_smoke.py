@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import broker
 from benchmarks.broker_trace import expected_decisions
+from benchmarks.faust_floor import event_id
 from benchmarks.paced_latency import quantile, summary_ms
 from benchmarks.throughput import rates
 
@@ -42,6 +43,18 @@ def test_quantiles_and_rates():
     assert len(r["events_per_second_by_tenth"]) == 10
 
 
+def test_ratios_and_the_floor_decode():
+    e2e = {"worker": {"events_per_second": 100.0}, "baseline": {"events_per_second": 1000.0},
+           "faust_floor": {"events_per_second": 400.0}}
+    assert broker._ratios(e2e) == {"ratio_worker_to_baseline": 0.1,
+                                   "ratio_worker_to_faust_floor": 0.25,
+                                   "ratio_faust_floor_to_baseline": 0.4}
+    del e2e["faust_floor"]   # skipped: only the goal ratio
+    assert broker._ratios(e2e) == {"ratio_worker_to_baseline": 0.1}
+    assert event_id(b'{"type": "agent.action", "event_id": "e1"}') == "e1"
+    assert event_id(b"not json") is None and event_id(b"[1]") is None
+
+
 @pytest.mark.kafka
 def test_quick_broker_benchmark(kafka, tmp_path, capsys):
     out = tmp_path / "broker.json"
@@ -49,6 +62,7 @@ def test_quick_broker_benchmark(kafka, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "ratio worker/baseline" in printed and "worker: decision" in printed
+    assert "Faust floor (decode only)" in printed and "ratio worker/Faust floor" in printed
     result = orjson.loads(out.read_bytes())
 
     for key in ("commit", "command", "machine", "placement", "trace", "limits"):
@@ -69,6 +83,19 @@ def test_quick_broker_benchmark(kafka, tmp_path, capsys):
     assert e2e["ratio_worker_to_baseline"] > 0
     assert result["placement"]["worker_threads_cpus"] == [
         str(result["placement"]["worker_and_baselines_cpu"])]
+
+    # the Faust floor: one record per pre-loaded event, on the worker's core, with its CPU
+    floor = e2e["faust_floor"]
+    assert floor["records"] == floor["expected"] == e2e["events"]
+    assert floor["stopped_on"] == "count" and floor["records_beyond_expected"] == 0
+    assert floor["events_per_second"] > 0
+    assert floor["cpu"]["faust_floor"]["cpu_seconds"] >= 0 and floor["cpu_ms_per_event"] >= 0
+    assert result["placement"]["faust_floor_threads_cpus"] == \
+        result["placement"]["worker_threads_cpus"]
+    assert e2e["ratio_worker_to_faust_floor"] > 0 and e2e["ratio_faust_floor_to_baseline"] > 0
+    assert e2e["ratio_worker_to_faust_floor"] == pytest.approx(
+        work["events_per_second"] / floor["events_per_second"], rel=1e-3)
+    assert "faust_floor_throughput" in result["limits"]
 
     lat = result["latency"]
     assert lat["rate"] > 0 and lat["timed_actions"] > 0
