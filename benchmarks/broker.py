@@ -61,6 +61,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,9 +149,14 @@ def _faust_floor_run(bootstrap: str, topics: dict[str, str], partitions: int, ap
         if proc.poll() is not None:
             raise RuntimeError(f"the Faust floor exited: "
                                f"{log.read_text(errors='replace')[-3000:]}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/stats", timeout=5) as r:
+            loop = orjson.loads(r.read())
     finally:
         local.stop_worker(proc)
-    run.update(healthy_after_seconds=healthy_s, threads_cpus=threads,
+    if loop["batches"]:
+        loop["mean_batch"] = round(loop["events"] / loop["batches"], 1)
+        loop["seconds_awaiting_send"] = round(loop["seconds_awaiting_send"], 3)
+    run.update(healthy_after_seconds=healthy_s, threads_cpus=threads, loop=loop,
                log_warnings=log_warnings(log))
     _cpu_cost(run, "faust_floor")
     return run

@@ -111,8 +111,17 @@ def _floor_note(f: dict, w: dict) -> str:
              + f"; {f.get('cpu_ms_per_event', '?')} ms of CPU per event: Faust's per-message "
                "path (fetch, stream, acks, commits) and aiokafka's, with the worker's batches "
                "and outbox and one record produced per event."]
+    loop, span = f.get("loop") or {}, f.get("seconds_first_to_last")
+    if loop.get("batches"):
+        parts.append(f"Its loop took {loop['batches']:,} batches of {loop['mean_batch']:g} "
+                     f"events on average and spent {loop['seconds_awaiting_send']:g} s"
+                     + (f" ({loop['seconds_awaiting_send'] / span:.0%} of the run)" if span
+                        else "") + " awaiting the broker's acks of its outputs.")
     if fc is not None and fc + fq < 0.85:
-        parts += ["Not CPU-bound: it waited on the broker.", _broker_starved(f.get("cpu"))]
+        parts.append("Not CPU-bound: it waited on the broker, so its rate is bounded by those "
+                     "round trips rather than its CPU, and the ratio worker/Faust floor "
+                     "flatters the worker: compare CPU ms/event.")
+        parts.append(_broker_starved(f.get("cpu")))
     wms, fms = w.get("cpu_ms_per_event"), f.get("cpu_ms_per_event")
     if wms is not None and fms is not None:
         parts.append(f"The worker's {wms} ms per event is {wms - fms:.3f} ms above it: the "

@@ -95,6 +95,7 @@ def test_quick_broker_benchmark(kafka, tmp_path, capsys):
     assert e2e["ratio_worker_to_faust_floor"] > 0 and e2e["ratio_faust_floor_to_baseline"] > 0
     assert e2e["ratio_worker_to_faust_floor"] == pytest.approx(
         work["events_per_second"] / floor["events_per_second"], rel=1e-3)
+    assert floor["loop"]["events"] == e2e["events"] and floor["loop"]["batches"] >= 1
     assert "faust_floor_throughput" in result["limits"]
 
     lat = result["latency"]
