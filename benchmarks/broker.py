@@ -16,8 +16,10 @@ Faust app that does nothing but the worker's loop (the Faust floor).
      (worker / baseline >= 0.5).
    - Faust floor (benchmarks.faust_floor; --no-faust-floor skips it): the worker's Faust app
      and batched loop with a plain orjson decode in place of the engine, one record per event,
-     started and pinned like the worker, on its own app id. Worker / floor says how much of
-     the worker's cost is its own work rather than Faust's and aiokafka's per-message path.
+     started and pinned like the worker, on its own app id. Its CPU ms/event beside the
+     worker's says how much of the worker's cost is its own work rather than Faust's and
+     aiokafka's per-message path; the rate ratio worker / floor says so only when both are
+     CPU-bound (the notes under "limits" say whether they were).
    - Then ONE `intentwatch worker` pinned to the same core consumes the same topics from offset
      0 (fresh app id, so a fresh consumer group and empty task table).
    Each rate is (records - 1) / (last - first record timestamp) of its output topic (the
