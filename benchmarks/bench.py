@@ -7,9 +7,9 @@
 2. inprocess: events/s of the full engine, the rules engine and decode only on it;
 3. memory: bytes of state per active task and RSS of a process holding --tasks active tasks,
    whether ended tasks are freed after retention, and held states under churn;
-4. broker: end to end on the real broker beside a plain aiokafka consumer, and latency at half
-   the worker's rate beside an aiokafka echo (benchmarks.broker; needs Java and Maven, or
-   --bootstrap);
+4. broker: end to end on the real broker beside a plain aiokafka consumer and a Faust app that
+   only decodes (the Faust floor), and latency at half the worker's rate beside an aiokafka
+   echo (benchmarks.broker; needs Java and Maven, or --bootstrap);
 5. growth: cost per event and memory as tasks and events per task grow (benchmarks.growth).
 Prints a summary table (progress on stderr) and writes OUT/bench.json. --quick: tiny sizes.
 """

@@ -162,13 +162,16 @@ def command_signer(settings: Settings):
     return lambda command: signing.sign_command(command, key, kid)
 
 
-def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = None) -> faust.App:
+def new_app(settings: Settings) -> faust.App:
+    """The worker's Faust app, its agents not yet added: consumer, producer and web settings.
+    (Also the base of the benchmark's Faust floor, benchmarks.faust_floor, which must run with
+    the worker's settings to be its floor.)"""
     fast = {}
     if settings.fast_rebalance:
         # Measured: Faust's 60 s defaults make every group join take ~30 s (shared NOTES.md).
         fast = {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5,
                     "broker_rebalance_timeout": 4.0}
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=settings.broker,
         store="memory://",  # the table is rebuilt from its changelog topic on start
@@ -182,13 +185,22 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         **fast,
     )
 
+
+def input_topics(app: faust.App, settings: Settings):
+    """The intents and actions topics as one Faust topic of raw bytes (decoded by the pipeline)."""
+    return app.topic(settings.topic_intents, settings.topic_actions, key_type=bytes,
+                     value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     partitions=settings.partitions)
+
+
+def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = None) -> faust.App:
+    app = new_app(settings)
+
     def raw_topic(name: str):
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.partitions)
 
-    inputs = app.topic(settings.topic_intents, settings.topic_actions, key_type=bytes,
-                       value_type=bytes, key_serializer="raw", value_serializer="raw",
-                       partitions=settings.partitions)
+    inputs = input_topics(app, settings)
 
     # Raw bytes in the table and its changelog; the engine sees dicts through JsonStore.
     # (key_type=bytes makes Faust pick the raw codec for the table and its changelog.)
