@@ -144,18 +144,21 @@ def reader(layers: list[str]) -> Callable[[str], bool]:
     return contains
 
 
-def contains_many(layers: list[str], token_hashes: np.ndarray) -> np.ndarray:
-    """reader(layers)(t) for many tokens at once, from their hashes (bool array)."""
-    found = np.zeros(token_hashes.size, dtype=bool)
-    if not token_hashes.size:
-        return found
+def spread(token_hashes: np.ndarray) -> np.ndarray:
+    """(n, K) uint64 array of the tokens' positions before the modulo of a layer: position i
+    of a token in a layer of m bits is spread(...)[., i] & (m - 1)."""
     h1 = token_hashes[:, None]
-    steps = np.arange(K, dtype=np.uint64) * ((h1 * MIX) >> 32 | 1)
+    return h1 + np.arange(K, dtype=np.uint64) * ((h1 * MIX) >> 32 | 1)
+
+
+def contains_many(layers: list[str], spread_positions: np.ndarray) -> np.ndarray:
+    """reader(layers)(t) for many tokens at once, given spread() of their hashes."""
+    found = np.zeros(len(spread_positions), dtype=bool)
     for layer in layers:
         bits, m = _decode(layer)
         bitmap = np.unpackbits(np.frombuffer(bits.to_bytes(m // 8, "little"), dtype=np.uint8),
                                bitorder="little").view(bool)
-        found |= bitmap[(h1 + steps) & (m - 1)].all(axis=1)
+        found |= bitmap[spread_positions & (m - 1)].all(axis=1)
     return found
 
 

@@ -87,3 +87,12 @@ def test_sized_lru_keeps_the_most_recent_values_within_its_capacity():
     assert cache.size == 80 and len(cache) == 2
     cache.put("huge", 4, 101)           # larger than the whole cache: not kept
     assert cache.get("huge") is None and cache.size == 80
+
+
+def test_many_tokens_at_once_are_found_as_one_by_one():
+    layers = filled(words(500, seed=9))
+    probes = words(500, seed=9)[::7] + words(300, seed=10)
+    contains = bloom.reader(layers)
+    many = bloom.contains_many(layers, bloom.spread(bloom.hashes(probes)))
+    assert many.tolist() == [contains(t) for t in probes]
+    assert many.any() and not many.all()

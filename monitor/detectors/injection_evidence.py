@@ -21,7 +21,7 @@ most of a task's bytes and no decision reads it.
 from __future__ import annotations
 
 import pickle
-from itertools import chain
+from itertools import chain, compress
 from typing import NamedTuple
 
 import numpy as np
@@ -49,7 +49,7 @@ class Reading(NamedTuple):
     layout: Layout
     hashes: np.ndarray           # hash of every token of every segment, in order (bloom)
     owner: np.ndarray            # the segment each of those tokens is in
-    filters: dict                # m -> the tokens of all segments as a filter (cache)
+    filters: dict                # m -> the tokens of all segments as a filter; "spread" (cache)
     masked: dict                 # (m, segments kept) -> theirs, for a few sets of segments
 
     def clean_bits(self, keep: np.ndarray | None = None):
@@ -75,6 +75,14 @@ class Reading(NamedTuple):
         if bits is None:
             bits = self.filters[m] = self._bits(self.hashes, m)
         return bits
+
+    def spread(self) -> np.ndarray:
+        """bloom.spread of every token's hash (cached: a result that is suspicious once is
+        read again)."""
+        known = self.filters.get("spread")
+        if known is None:
+            known = self.filters["spread"] = bloom.spread(self.hashes)
+        return known
 
     @staticmethod
     def _bits(hashes: np.ndarray, m: int) -> int:
@@ -183,16 +191,18 @@ class InjectionEvidence(Detector):
         """Record the tokens of suspicious segments with their suspicion, but not those already
         grounded (in the goal or in clean content read): grounding never looks them up."""
         tainted = prov["tainted"]
-        mine = suspicious[reading.owner]
-        grounded = bloom.contains_many(prov["clean"], reading.hashes[mine]).tolist()
+        chosen = np.flatnonzero(suspicious).tolist()
+        tokens = [text.tokens(reading.segments[i]) for i in chosen]
+        fresh = (~bloom.contains_many(prov["clean"], reading.spread()[suspicious[reading.owner]])
+                 ).tolist()
         trusted = goal_tokens(goal)
         k = 0
-        for i in np.flatnonzero(suspicious).tolist():
+        for i, toks in zip(chosen, tokens, strict=True):
             score = round(probability(float(logits[i])), 4)
-            for tok in text.tokens(reading.segments[i]):
-                if not grounded[k] and tok not in trusted:
-                    tainted[tok] = max(score, tainted.get(tok, 0.0))
-                k += 1
+            for tok in compress(toks, fresh[k:k + len(toks)]):
+                if tok not in trusted and score > tainted.get(tok, 0.0):
+                    tainted[tok] = score
+            k += len(toks)
         if len(tainted) > MAX_TAINTED_TOKENS:
             prov["tainted"] = dict(list(tainted.items())[-MAX_TAINTED_TOKENS:])
 
