@@ -160,7 +160,12 @@ def _memory_table(mem: dict) -> list[str]:
                      f"in the store ({_mib(e['state_bytes_still_held'])}), "
                      f"{e['registry_entries_still_held']:,} registry entries; freed: "
                      f"{'yes' if e['freed'] else 'NO'}; RSS {_mib(e['rss_after_ends'])}")
-    if mem.get("million"):
+    for n, r in mem.get("worker_store", {}).items():
+        a = r["active"]
+        lines.append(f"  the same {int(n):,} tasks in the worker's store (JSON bytes, "
+                     f"{_mib(a['state_bytes']['total'])} of states): RSS "
+                     f"+{_mib(a['rss_delta'])}, {a['rss_delta_per_task']:,.0f} bytes per task")
+    if mem.get("million", {}).get("skipped"):
         lines.append(f"1,000,000 tasks: skipped ({mem['million']['why']})")
     lines.append("")
     return lines
