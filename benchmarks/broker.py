@@ -94,7 +94,7 @@ from streams import local
 from streams.produce import ensure_topics, produce
 
 DEFAULT_JSON = Path("out") / "benchmarks" / "broker.json"
-DEFAULTS = {"events": 50_000, "latency_seconds": 30.0, "warmup_seconds": 3.0,
+DEFAULTS = {"events": 200_000, "latency_seconds": 30.0, "warmup_seconds": 3.0,
             "active": scale.ACTIVE, "idle_seconds": 15.0}
 QUICK = {"events": 1_500, "latency_seconds": 3.0, "warmup_seconds": 1.0, "active": 50,
          "idle_seconds": 10.0}

@@ -37,6 +37,7 @@ MAX_SEGMENTS = 24             # recent segments kept per task (for learning)
 MAX_BUFFERED = 40_000         # segments of the readings the buffer holds, over all tasks
 READINGS_CACHED_CHARS = 8_000_000   # text of the tool results whose reading is cached
 MAX_TAINTED_TOKENS = 64
+MAX_TAINTED_SEGMENTS = 8      # of one result
 MIN_INSTRUCTION_TOKENS = 6    # shortest segment taken as an injected instruction
 MIN_POSITIVES = 5             # do not trust the model before it has seen this many injections
 MAX_POSITIVE_WEIGHT = 50.0    # cap of the class-balancing weight of a positive
@@ -191,9 +192,15 @@ class InjectionEvidence(Detector):
         """Record the tokens of suspicious segments with their suspicion, but not those already
         grounded (in the goal or in clean content read): grounding never looks them up."""
         tainted = prov["tainted"]
-        chosen = np.flatnonzero(suspicious).tolist()
+        # Its last MAX_TAINTED_SEGMENTS suspicious segments: a task keeps MAX_TAINTED_TOKENS
+        # tokens, the latest, about that many segments' worth (a result the model finds
+        # suspicious all through, e.g. before it has learned any clean content, is not
+        # worth a Python step per token).
+        chosen = np.flatnonzero(suspicious)[-MAX_TAINTED_SEGMENTS:].tolist()
         tokens = [text.tokens(reading.segments[i]) for i in chosen]
-        fresh = (~bloom.contains_many(prov["clean"], reading.spread()[suspicious[reading.owner]])
+        last = np.zeros(reading.layout.m, dtype=bool)
+        last[chosen] = True
+        fresh = (~bloom.contains_many(prov["clean"], reading.spread()[last[reading.owner]])
                  ).tolist()
         trusted = goal_tokens(goal)
         k = 0
