@@ -21,7 +21,8 @@ The positions of a token come from one crc32 (deterministic across processes, un
 h1 = crc32, h2 = the high half of h1 * MIX (odd), position i = (h1 + i * h2) mod m (Kirsch and
 Mitzenmacher). (Not the low half: its low bits depend only on h1's low bits, so every position
 would be a function of h1 mod m, a single hash.)
-`positions` (one token, Python ints) and `bits_of` (many tokens, numpy) compute the same bits.
+`positions` (one token, Python ints) and `spread` (many tokens, numpy, for `bits_of` and
+`contains_many`) compute the same positions.
 """
 
 from __future__ import annotations
@@ -73,11 +74,8 @@ def bits_of(token_hashes: np.ndarray, m: int) -> int:
     """The filter of m bits holding these tokens, as an int (bit p = position p)."""
     if not token_hashes.size:
         return 0
-    h1 = token_hashes[:, None]
-    h2 = (h1 * MIX) >> 32 | 1
-    pos = (h1 + np.arange(K, dtype=np.uint64) * h2) & (m - 1)
     bitmap = np.zeros(m, dtype=bool)
-    bitmap[pos.ravel()] = True
+    bitmap[(spread(token_hashes) & (m - 1)).ravel()] = True
     return int.from_bytes(np.packbits(bitmap, bitorder="little").tobytes(), "little")
 
 

@@ -42,6 +42,24 @@ def goal_tokens(goal: str) -> frozenset[str]:
     return frozenset(text.tokens(goal))
 
 
+class LastScored:
+    """What a detector computed in score_one for the action it scored last, for its learn_one
+    of the same action: the engine calls learn_one right after score_one, with the same action
+    object and before it records the action, so the task's window is unchanged between them.
+    Matched by identity: another action gets nothing back."""
+
+    __slots__ = ("_action", "_value")
+
+    def __init__(self) -> None:
+        self._action = self._value = None
+
+    def put(self, action: dict, value) -> None:
+        self._action, self._value = action, value
+
+    def get(self, action: dict):
+        return self._value if self._action is action else None
+
+
 class Detector:
     name = "detector"
 

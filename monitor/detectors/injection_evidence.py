@@ -244,7 +244,7 @@ class InjectionEvidence(Detector):
             return
         # Label only the content the violating call took its targets from: values the goal
         # does not mention, found in what the task read.
-        goal = set(text.tokens(task["intent"]["goal"]))
+        goal = goal_tokens(task["intent"]["goal"])
         values = target_values(action, spec.targets) if spec.targets else [
             v for v in _string_values(action["args"]) if len(str(v)) >= 8]
         wanted = {t for v in values for t in text.tokens(text.normalise(v))

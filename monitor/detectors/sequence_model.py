@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from river import proba
 
-from .base import Detector, finding
+from .base import Detector, LastScored, finding
 
 SEVERITY = ("identity", "money", "delete", "send", "write", "read")  # strongest first
 MIN_HISTORY = 30
@@ -45,9 +45,7 @@ class SequenceModel(Detector):
     def __init__(self, catalog):
         self.catalog = catalog
         self.models: dict[str, proba.Multinomial] = {}
-        # The action score_one saw and its state: learn_one, called next with the same action
-        # and task (the engine records the action only after learning), reuses the state.
-        self._scored: tuple[dict, str] | None = None
+        self._scored = LastScored()   # the state of the action scored, for learn_one
 
     def intent_class(self, task) -> str:
         return self._intent_class(tuple(task["intent"]["tools"]))
@@ -68,8 +66,9 @@ class SequenceModel(Detector):
 
     def score_one(self, action, task, spec):
         state = self._state(action, task, spec)
-        self._scored = (action, state)
-        model = self.models.get(self._context(task))
+        self._scored.put(action, state)
+        context = self._context(task)
+        model = self.models.get(context)
         if model is None or model.n_samples < MIN_HISTORY:
             return []
         p = (model.counts.get(state, 0) + 1) / (model.n_samples + len(model.counts) + 1)
@@ -77,13 +76,11 @@ class SequenceModel(Detector):
             return []
         return [finding(self.name, "improbable_move", RISK,
                         f"move to {state} is rare for this kind of task (p={p:.3f})",
-                        context=self._context(task), state=state, probability=round(p, 4))]
+                        context=context, state=state, probability=round(p, 4))]
 
     def learn_one(self, action, task, spec, findings):
         # Only the path is recorded here; the counts learn when the task ends clean.
-        scored = self._scored
-        state = scored[1] if scored is not None and scored[0] is action else \
-            self._state(action, task, spec)
+        state = self._scored.get(action) or self._state(action, task, spec)
         task["sequence"] = (_path(task) + CODE[state])[-MAX_SEQUENCE:]
 
     def task_ended(self, task, clean):

@@ -12,7 +12,7 @@ import pickle
 
 from river import anomaly
 
-from .base import Detector, finding
+from .base import Detector, LastScored, finding
 from .half_space import HalfSpaceForest
 
 ANOMALOUS = 0.9
@@ -44,10 +44,7 @@ class WindowAnomaly(Detector):
     def __init__(self, seed: int = 42):
         self.model = HalfSpaceForest(FEATURES, n_trees=10, height=8, window_size=100, seed=seed)
         self.learned = 0
-        # The action score_one scored and its features: learn_one, called next with the same
-        # action and task (the engine records the action only after learning), reuses them.
-        # score_one resets it first, so it never outlives the call that computed it.
-        self._scored: tuple[dict, tuple[float, ...]] | None = None
+        self._scored = LastScored()   # the features of the action scored, for learn_one
 
     def applies_to(self, spec):
         # Scored where an unusual window can change a verdict: side effects and calls out of
@@ -56,11 +53,11 @@ class WindowAnomaly(Detector):
         return spec.watched
 
     def score_one(self, action, task, spec):
-        self._scored = None
+        self._scored.put(action, None)  # (not scored below: learn_one computes its own)
         if self.learned < MIN_LEARNED or not spec.watched:
             return []
         feats = window_features(action, task, spec)
-        self._scored = (action, feats)
+        self._scored.put(action, feats)
         score = self.model.score_one(feats)
         if score < ANOMALOUS:
             return []
@@ -72,11 +69,7 @@ class WindowAnomaly(Detector):
     def learn_one(self, action, task, spec, findings):
         if any(f["risk"] >= 0.5 for f in findings):
             return
-        scored = self._scored
-        if scored is not None and scored[0] is action:
-            feats = scored[1]
-        else:
-            feats = window_features(action, task, spec)
+        feats = self._scored.get(action) or window_features(action, task, spec)
         self.model.learn_one(feats)
         self.learned += 1
 
