@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InputError
+
 CAPABILITIES = ("read", "write", "send", "money", "delete", "identity")
 
 
@@ -80,7 +82,16 @@ class Catalog:
 
     @classmethod
     def load(cls, path: str | Path) -> Catalog:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not JSON: {exc}", exc.lineno) from None
+        if not isinstance(data, dict):
+            raise InputError(path, "a catalog must be a JSON object")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InputError(path, f"not a valid catalog: {exc}") from None
 
 
 def from_mcp_annotations(annotations: dict) -> dict:

@@ -38,7 +38,7 @@ from .contracts import DEFAULT_MAX_BYTES
 from .pipeline import Pipeline
 from .policy import ALERT, REVOKE
 from .profiles import build_engine
-from .replay import read_lines
+from .replay import FIRST_BAD_LINES, count_lines, read_lines
 
 LOGGED_ERRORS = 3  # engine failures logged with their traceback; the rest are only counted
 DEFAULT_CATALOG = Path(__file__).resolve().parent / "data" / "catalogs" / "agentdojo.json"
@@ -157,25 +157,24 @@ def _load_catalog(catalog) -> Catalog:
     return Catalog.load(catalog)
 
 
-def _count_lines(path) -> int:
-    return sum(1 for _ in read_lines(path))
-
-
 def replay_runs(events_path, engines: dict, progress: Callable[[int, int], None] | None = None
                 ) -> tuple[dict[str, _Run], dict[str, dict[str, _Outcome]], dict]:
     """Replay the trace once through every engine (name -> Engine)."""
-    total = _count_lines(events_path) if progress else 0
+    total = count_lines(events_path) if progress else 0
     pipelines = {name: Pipeline(engine, DEFAULT_MAX_BYTES) for name, engine in engines.items()}
     runs: dict[str, _Run] = {}
     outcomes: dict[str, dict[str, _Outcome]] = {name: {} for name in engines}
     dead: dict[str, Counter] = {name: Counter() for name in engines}
-    lines = 0
-    for _, raw in read_lines(events_path):
+    lines, first_bad = 0, []
+    for number, raw in read_lines(events_path):
         lines += 1
         results = {name: p.handle(raw) for name, p in pipelines.items()}
         for name, (_, err) in results.items():
             if err is not None:
                 dead[name][err.code] += 1
+        err = next((e for _, e in results.values() if e is not None), None)
+        if err is not None and len(first_bad) < FIRST_BAD_LINES:
+            first_bad.append((number, err.code, err.message))
         if any(err is None for _, err in results.values()):
             event = orjson.loads(raw)  # valid: one pipeline accepted it
             task_id = event["task_id"]
@@ -201,20 +200,29 @@ def replay_runs(events_path, engines: dict, progress: Callable[[int, int], None]
             progress(lines, total)
     if progress and lines != total:
         progress(lines, lines)
-    info = {"lines": lines, "dead_letters": {n: dict(c) for n, c in dead.items()}}
+    info = {"lines": lines, "dead_letters": {n: dict(c) for n, c in dead.items()},
+            "first_bad": first_bad}
     return runs, outcomes, info
 
 
-def load_labels(labels_path) -> tuple[dict[str, dict], int]:
-    """task id -> label, and the number of lines that could not be used."""
-    labels, bad = {}, 0
-    for _, raw in read_lines(labels_path):
+def load_labels(labels_path) -> tuple[dict[str, dict], int, list[tuple[int, str, str]]]:
+    """task id -> label, the number of lines that could not be used, and the first of them
+    (line, reason, message)."""
+    labels, bad, first_bad = {}, 0, []
+    for number, raw in read_lines(labels_path):
         try:
             label = orjson.loads(raw)
             labels[label["task_id"]] = label
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            bad += 1
-    return labels, bad
+        except orjson.JSONDecodeError as exc:
+            reason = ("not_json", str(exc))
+        except (KeyError, TypeError):
+            reason = ("no_task_id", "a label must be a JSON object with a task_id")
+        else:
+            continue
+        bad += 1
+        if len(first_bad) < FIRST_BAD_LINES:
+            first_bad.append((number, *reason))
+    return labels, bad, first_bad
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -343,7 +351,7 @@ def evaluate(events_path, labels_path, catalog=None, profile: str = "full",
     engines = {profile: build_engine(profile, cat)}
     if profile != BASELINE:
         engines[BASELINE] = build_engine(BASELINE, cat)
-    labels, bad_labels = load_labels(labels_path)
+    labels, bad_labels, first_bad_labels = load_labels(labels_path)
     quiet = _FirstFew(LOGGED_ERRORS)
     pipeline_log = logging.getLogger("intentwatch.pipeline")
     pipeline_log.addFilter(quiet)
@@ -384,8 +392,10 @@ def evaluate(events_path, labels_path, catalog=None, profile: str = "full",
          "failed_attack_revoke_rate and injection_as_user_revoke_rate are informative only"),
     ]
     result["events"] = {"lines": info["lines"], "dead_letters": info["dead_letters"][profile],
-                        "baseline_dead_letters": info["dead_letters"][BASELINE]}
+                        "baseline_dead_letters": info["dead_letters"][BASELINE],
+                        "first_bad": info["first_bad"]}
     result["labels"] = {"runs": len(labels), "bad_lines": bad_labels,
+                        "first_bad": first_bad_labels,
                         "without_events": sum(1 for t in labels if t not in runs),
                         "runs_without_label": sum(1 for t in runs if t not in labels)}
     result["plots"] = _plots(labels, runs, outcomes, profile)

@@ -10,6 +10,12 @@ import orjson
 from .engine import Engine
 from .pipeline import Pipeline
 
+FIRST_BAD_LINES = 5  # bad lines named on the command line; the rest are counted
+
+
+def count_lines(path: str | Path) -> int:
+    return sum(1 for _ in read_lines(path))
+
 
 def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of each non-blank line."""
@@ -21,15 +27,20 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 
 
 def replay(lines: Iterable[tuple[int, bytes]], engine: Engine, max_bytes: int,
-           decisions_out=None, dead_letters_out=None) -> dict:
+           decisions_out=None, dead_letters_out=None, progress=None) -> dict:
     """Run each line through the pipeline; write decision records and dead letters as JSON
-    lines; return counts and the decisions."""
+    lines; return counts, the decisions and the first bad lines (line, reason, message)."""
     pipeline = Pipeline(engine, max_bytes)
-    summary = {"events": 0, "dead_letters": 0, "decisions": [], "verdicts": {}}
-    for number, raw in lines:
+    summary = {"events": 0, "dead_letters": 0, "decisions": [], "verdicts": {},
+               "bad_lines": []}
+    for seen, (number, raw) in enumerate(lines, 1):
+        if progress is not None:
+            progress(seen)
         decisions, err = pipeline.handle(raw)
         if err is not None:
             summary["dead_letters"] += 1
+            if len(summary["bad_lines"]) < FIRST_BAD_LINES:
+                summary["bad_lines"].append((number, err.code, err.message))
             if dead_letters_out is not None:
                 dead_letters_out.write(orjson.dumps({
                     "line": number, "reason": err.code, "error": err.message,

@@ -1,7 +1,5 @@
-"""The `intentwatch` command.
-
-Exit codes: 0 success; 1 the run failed (broker unreachable, worker failed); 2 bad usage or
-bad input file (argparse also uses 2).
+"""The `intentwatch` command. Every long command shows progress on stderr and ends with a
+summary; an input that cannot be used is named with its line.
 """
 
 from __future__ import annotations
@@ -16,13 +14,23 @@ import orjson
 from monitor.catalog import Catalog
 from monitor.config import Settings
 from monitor.contracts import SPECS, json_schema
+from monitor.errors import InputError
 from monitor.policy import Policy
 from monitor.profiles import PROFILES, build_engine
-from monitor.replay import read_lines, replay
+from monitor.replay import FIRST_BAD_LINES, count_lines, read_lines, replay
+
+from .progress import Progress, report_bad_lines
 
 DATA = Path(__file__).resolve().parents[1] / "monitor" / "data"
 SAMPLE_TRACE = DATA / "sample_trace.jsonl"
 SAMPLE_CATALOG = DATA / "sample_catalog.json"
+
+EXIT_CODES = """exit codes:
+  0    success
+  1    the run failed (broker unreachable, a worker or a benchmark failed)
+  2    bad usage, bad configuration, or an input file that is missing or unusable
+       (the message names the file, and the line where it applies)
+  130  interrupted (Ctrl-C)"""
 
 
 def use_event_loop(choice: str) -> str:
@@ -73,12 +81,15 @@ def cmd_replay(args, settings: Settings) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     dead = Path(args.dead_letters) if args.dead_letters else out.with_suffix(".deadletters.jsonl")
+    progress = Progress("replay", "lines", count_lines(args.trace))
     with open(out, "wb") as decisions_fh, open(dead, "wb") as dead_fh:
         summary = replay(read_lines(args.trace), engine, settings.max_event_bytes,
-                         decisions_fh, dead_fh)
+                         decisions_fh, dead_fh, progress)
+    progress.finish()
     if not args.quiet:
         for d in summary["decisions"]:
             print(format_decision(d))
+    report_bad_lines(args.trace, summary["bad_lines"], summary["dead_letters"], where=dead)
     print(f"replayed {summary['events']} events: {summary['verdicts']}, "
           f"{summary['dead_letters']} dead letters ({dead}); decisions in {out}")
     return 0
@@ -97,11 +108,44 @@ def format_decision(d: dict) -> str:
 
 
 def cmd_produce(args, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
     from .produce import produce
 
-    counts = asyncio.run(produce(read_lines(args.trace), settings))
-    print(f"produced {sum(counts.values())} records: {counts}")
+    progress = Progress("produce", "records", count_lines(args.trace))
+    check = LineCheck(settings.max_event_bytes)
+    try:
+        counts = asyncio.run(produce(check(read_lines(args.trace)), settings, progress))
+    except (KafkaError, OSError) as exc:
+        print(f"intentwatch: produce to {settings.bootstrap} failed: {type(exc).__name__}: "
+              f"{exc}", file=sys.stderr)
+        return 1
+    progress.finish()
+    report_bad_lines(args.trace, check.first_bad, check.bad)
+    print(f"produced {sum(counts.values())} records: {counts}"
+          + (f"; {check.bad} of them are not valid events (sent anyway: the worker "
+             f"dead-letters them)" if check.bad else ""))
     return 0
+
+
+class LineCheck:
+    """Passes a trace's lines through unchanged, noting those the worker will dead-letter
+    (produce sends them all: a trace with bad records is how the dead-letter path is tested)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bad, self.first_bad = max_bytes, 0, []
+
+    def __call__(self, lines):
+        from monitor.contracts import ContractError, decode
+
+        for number, raw in lines:
+            try:
+                decode(raw, self.max_bytes)
+            except ContractError as err:
+                self.bad += 1
+                if len(self.first_bad) < FIRST_BAD_LINES:
+                    self.first_bad.append((number, err.code, err.message))
+            yield number, raw
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -113,12 +157,11 @@ def cmd_demo(args, settings: Settings) -> int:
 def cmd_import(args, settings: Settings) -> int:
     from monitor.importers.agentdojo import import_runs
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 250 == 0:
-            print(f"\r  {done}/{total} runs", end="\n" if done == total else "", flush=True,
-                  file=sys.stderr)
-
+    progress = Progress("import agentdojo", "run files")
     summary = import_runs(args.runs_dir, args.tasks, args.output, args.suite_version, progress)
+    progress.finish()
+    for path, reason in summary["first_skipped"]:
+        print(f"intentwatch: {path}: skipped: {reason}", file=sys.stderr)
     print(f"imported {summary['imported']} runs ({summary['events']} events) into "
           f"{args.output}: {dict(summary['by_kind'])}; skipped {dict(summary['skipped'])}")
     return 0
@@ -128,15 +171,16 @@ def cmd_eval(args, settings: Settings) -> int:
     from monitor.evaluation import evaluate
     from monitor.report import summary_table, write_report
 
-    def progress(done: int, total: int) -> None:
-        print(f"\r  {done}/{total} events", end="\n" if done == total else "", flush=True,
-              file=sys.stderr)
-
+    progress = Progress("eval", "lines")
     try:
         figures = evaluate(args.events, args.labels, args.catalog, args.profile, progress)
     except ValueError as exc:  # unknown profile, bad catalog
         print(f"intentwatch: {exc}", file=sys.stderr)
         return 2
+    progress.finish()
+    report_bad_lines(args.events, figures["events"]["first_bad"],
+                     sum(figures["events"]["dead_letters"].values()))
+    report_bad_lines(args.labels, figures["labels"]["first_bad"], figures["labels"]["bad_lines"])
     print(summary_table(figures))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="intentwatch",
         description="Runtime monitor that keeps AI agents inside the intent they declared. "
-                    "Settings come from INTENTWATCH_* environment variables (see README).")
+                    "Settings come from INTENTWATCH_* environment variables (see README).",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run the Faust worker (live monitoring on Kafka)")
@@ -233,9 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args, settings)
-    except FileNotFoundError as exc:
+    except InputError as exc:
         print(f"intentwatch: {exc}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"intentwatch: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("intentwatch: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 import orjson
 
 from monitor.catalog import Catalog
+from monitor.errors import InputError
+from monitor.replay import FIRST_BAD_LINES
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "data" / "catalogs" / "agentdojo.json"
 
@@ -291,11 +293,17 @@ def import_runs(runs_dir, tasks_path, out_dir, suite_version: str = "v1",
     started = time.monotonic()
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = orjson.loads(Path(tasks_path).read_bytes())
+    try:
+        tasks = orjson.loads(Path(tasks_path).read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InputError(tasks_path, f"not JSON: {exc}") from None
+    if not isinstance(tasks, dict):
+        raise InputError(tasks_path, "must be a JSON object of suites (see the dataset README)")
     catalog = Catalog.load(catalog_path)
     files = sorted(runs_dir.rglob("*.json"))
 
     by_kind, skipped, harm, notes = Counter(), Counter(), Counter(), Counter()
+    first_skipped: list[tuple[str, str]] = []  # (file, reason): named on the command line
     n_events = 0
     with open(out_dir / "events.jsonl", "wb") as ev_out, \
             open(out_dir / "labels.jsonl", "wb") as lab_out:
@@ -312,6 +320,8 @@ def import_runs(runs_dir, tasks_path, out_dir, suite_version: str = "v1",
                                             BASE_TIME + i * RUN_SPACING, notes)
             except Skip as skip:
                 skipped[skip.reason] += 1
+                if len(first_skipped) < FIRST_BAD_LINES:
+                    first_skipped.append((str(path), skip.reason))
             else:
                 ev_out.write(b"".join(orjson.dumps(e) + b"\n" for e in events))
                 lab_out.write(orjson.dumps(label) + b"\n")
@@ -321,6 +331,7 @@ def import_runs(runs_dir, tasks_path, out_dir, suite_version: str = "v1",
             if progress:
                 progress(i + 1, len(files))
     return {"files": len(files), "imported": sum(by_kind.values()), "events": n_events,
-            "by_kind": dict(by_kind), "skipped": dict(skipped), "harm": dict(harm),
+            "by_kind": dict(by_kind), "skipped": dict(skipped),
+            "first_skipped": first_skipped, "harm": dict(harm),
             "oddities": dict(notes),
             "seconds": round(time.monotonic() - started, 2)}
