@@ -246,12 +246,13 @@ def benchmark(bootstrap: str | None = None, *, events: int | None = None,
         topics = _topics(prefix)
         settings = Settings(broker=f"kafka://{bootstrap}", partitions=partitions, **topics)
         baseline_out, floor_out = f"{prefix}.baseline-echo", f"{prefix}.faust-floor"
-        asyncio.run(ensure_topics(settings, [*settings.topics(), baseline_out, floor_out]))
-        asyncio.run(wait_ready(bootstrap, [*settings.topics(), baseline_out, floor_out],
-                               partitions))
+        wanted = [*settings.topics(), baseline_out] + ([floor_out] if faust_floor else [])
+        asyncio.run(ensure_topics(settings, wanted))
+        asyncio.run(wait_ready(bootstrap, wanted, partitions))
 
         # -- 1. throughput ---------------------------------------------------------------
-        _say(f"scaled trace: {events} events ({active} tasks active at once)")
+        _say(f"trace: {events} events from {trace}" if trace is not None else
+             f"scaled trace: {events} events ({active} tasks active at once)")
         lines = source_trace.take(events)
         if len(lines) < events:
             raise ValueError(f"the trace has only {len(lines)} events, {events} asked")

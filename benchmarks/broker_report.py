@@ -148,7 +148,8 @@ def summary_table(result: dict) -> str:
               f"worker and baselines on CPU {cpu}"),
              "",
              (f"1. end to end, {e2e['events']:,} events pre-loaded "
-              f"({trace['source']} trace, {trace.get('active', '?')} tasks active)")]
+              + (f"(trace file {trace['path']})" if trace["source"] == "file" else
+                 f"({trace['source']} trace, {trace['active']} tasks active)"))]
     head = (f"{'':<28}{'events/s':>10}{'seconds':>9}{'records':>9}{'expected':>10}"
             f"{'core':>7}{'CPU ms/event':>14}")
     lines += [head, "-" * len(head)]
