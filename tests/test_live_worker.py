@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import io
-import threading
 import time
-import typing
 
 import orjson
 import pytest
@@ -21,6 +18,7 @@ from streams import local
 from streams.produce import produce
 
 from . import synthetic
+from .alertmanager_server import Alertmanager
 from .conftest import SAMPLE_CATALOG, SAMPLE_TRACE
 
 pytestmark = pytest.mark.kafka
@@ -194,40 +192,30 @@ def test_an_escalating_sub_agent_cascades_over_the_bus(start_worker):
     assert all(cmd["signature"] for cmd in commands)
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: typing.ClassVar[list] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.extend(orjson.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_alerts_reach_an_alertmanager_webhook_deduplicated(start_worker):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_alerts_reach_a_real_alertmanager_deduplicated(start_worker, tmp_path):
+    manager = Alertmanager(tmp_path / "alertmanager")
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/api/v2/alerts"
-        worker = start_worker(alertmanager_url=url)
+        worker = start_worker(alertmanager_url=manager.url + "/api/v2/alerts")
         s = worker.settings
         asyncio.run(produce(list(read_lines(SAMPLE_TRACE)), s))
         read_outputs(worker, lambda rs: count(rs, s.topic_alerts) >= 4)
-        deadline = time.monotonic() + 20
-        while len(_Receiver.received) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while len(alerts := manager.alerts()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
         time.sleep(1.0)  # room for a duplicate, if one were sent
+        metrics = worker.get("/metrics").decode()
     finally:
-        server.shutdown()
+        manager.stop()
     # Four non-allow decisions for the hijacked task: the revoke, then three refusals that all
     # say "task_revoked"; the refusals are one alert to people, not three.
-    reasons = sorted(a["labels"]["reason"] for a in _Receiver.received)
+    reasons = sorted(a["labels"]["reason"] for a in alerts)
     assert reasons == ["credential_not_issued_to_task,tool_not_declared", "task_revoked"]
-    assert {a["labels"]["task_id"] for a in _Receiver.received} == {"task-hijack-1"}
-    assert "intentwatch_alerts_pushed_total" in worker.get("/metrics").decode()
+    assert {a["labels"]["task_id"] for a in alerts} == {"task-hijack-1"}
+    revoke = next(a for a in alerts if a["labels"]["verdict"] == "revoke")
+    assert revoke["labels"]["severity"] == "critical" and revoke["status"]["state"] == "active"
+    assert "credential" in revoke["annotations"]["summary"]
+    assert 'intentwatch_alerts_pushed_total{outcome="sent"} 2.0' in metrics
+    assert 'intentwatch_alerts_pushed_total{outcome="suppressed"} 2.0' in metrics
 
 
 def test_a_credential_stolen_from_one_task_is_revoked_on_its_first_use_by_another(start_worker):
