@@ -185,3 +185,13 @@ def test_import_otel_missing_file_is_exit_code_2(tmp_path, capsys):
     out = tmp_path / "events.jsonl"
     assert main(["import", "otel", str(tmp_path / "nope.json"), "-o", str(out)]) == 2
     assert "nope.json" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["import", "otel"], ["import", "mcp"], ["otel-bridge"]])
+def test_ingestion_commands_have_help(argv):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "streams.cli", *argv, "--help"],
+                         check=False, capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: intentwatch " + " ".join(argv) in out.stdout
