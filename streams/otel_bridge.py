@@ -2,8 +2,11 @@
 
 Consumes a topic of OTLP JSON records (what the OpenTelemetry Collector's Kafka exporter writes
 with `encoding: otlp_json`, default topic `otlp_spans`) in a consumer group, maps each record
-with monitor.importers.otel, and produces the events to the input topics keyed by task id
-(streams.produce.route, the trace producer's routing). A partition's offsets are committed
+with monitor.importers.otel, and produces the events keyed by task id, all of them to the
+actions topic, intents too: an agent span yields its task's intent and end at once, and on two
+topics the worker could read the end first and settle the held actions as `no_intent` (the
+worker decides an event by its type, whichever input topic it came from). One topic and one
+key keep a task's events in the order they were mapped. A partition's offsets are committed
 only once the broker has acked everything its records produced (at least once): a redelivered
 record maps to the same events, with the same ids (they derive from trace and span ids).
 
@@ -31,7 +34,7 @@ from monitor.contracts import ContractError
 from monitor.importers.otel import map_record
 from monitor.pipeline import dead_letter_headers
 
-from .produce import ensure_topics, route
+from .produce import ensure_topics
 
 log = logging.getLogger("intentwatch.otel_bridge")
 
@@ -63,8 +66,7 @@ async def run_bridge(settings: Settings, topic: str = DEFAULT_TOPIC, group_id: s
     try:
         await consumer.start()
         try:
-            log.info("otel-bridge: %s -> %s, %s", topic, settings.topic_intents,
-                     settings.topic_actions)
+            log.info("otel-bridge: %s -> %s", topic, settings.topic_actions)
             while stop is None or not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500)
                 for tp, records in batch.items():
@@ -96,9 +98,8 @@ def _sends(producer, record, settings: Settings, counts: dict):
             errors.append(ContractError("oversize", f"event {event['event_id']}: {len(raw)} "
                                         f"bytes is over {settings.max_event_bytes}"))
             continue
-        out_topic, key = route(raw, settings)
         counts["events"] += 1
-        yield producer.send(out_topic, raw, key=key)
+        yield producer.send(settings.topic_actions, raw, key=event["task_id"].encode())
     if errors:
         err = bad_record_error(errors)
         log.warning("dead letter from %s[%s]@%s: %s", record.topic, record.partition,
@@ -113,7 +114,7 @@ def _sends(producer, record, settings: Settings, counts: dict):
 # -- command line -------------------------------------------------------------------------------
 def add_otel_bridge_parser(sub) -> None:
     p = sub.add_parser("otel-bridge", help="map OTLP JSON spans from Kafka (GenAI conventions) "
-                                           "to intentwatch events on the input topics")
+                                           "to intentwatch events on the actions topic")
     p.add_argument("--topic", default=DEFAULT_TOPIC,
                    help=f"topic of OTLP JSON records (default {DEFAULT_TOPIC}, the Collector's)")
     p.add_argument("--group", help="consumer group (default <INTENTWATCH_APP_ID>-otel-bridge)")
@@ -136,7 +137,7 @@ def cmd_otel_bridge(args, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await ensure_topics(settings, [args.topic, settings.topic_intents, settings.topic_actions,
+        await ensure_topics(settings, [args.topic, settings.topic_actions,
                                        settings.topic_dead_letters])
         return await run_bridge(settings, args.topic, args.group, stop)
 
