@@ -32,7 +32,7 @@ from prometheus_client import Counter as PromCounter
 from monitor import metrics
 from monitor.config import Settings
 from monitor.contracts import ContractError
-from monitor.importers.otel import map_record
+from monitor.importers.otel import Mapped, map_record
 from monitor.pipeline import dead_letter_headers
 
 from .produce import ensure_topics
@@ -91,7 +91,12 @@ async def run_bridge(settings: Settings, topic: str = DEFAULT_TOPIC, group_id: s
 def _sends(producer, record, settings: Settings, counts: dict):
     """The sends (coroutines, each giving a delivery future) of one record's events and, if
     a span was bad, its dead letter."""
-    mapped = map_record(record.value)
+    try:
+        mapped = map_record(record.value)
+    except Exception as exc:   # a bug must not stop the bridge, nor lose the record
+        log.exception("mapping failed on a record")
+        mapped = Mapped(errors=[ContractError("processing_error", f"{type(exc).__name__}: "
+                                                                  f"{exc}")])
     errors = list(mapped.errors)
     skipped = sum(mapped.skipped.values())
     SPANS.labels("skipped").inc(skipped)

@@ -195,3 +195,40 @@ def test_ingestion_commands_have_help(argv):
     out = subprocess.run([sys.executable, "-m", "streams.cli", *argv, "--help"],
                          check=False, capture_output=True, text=True)
     assert out.returncode == 0 and "usage: intentwatch " + " ".join(argv) in out.stdout
+
+
+def paths(node, path=()):
+    """Every place in a JSON tree (dict keys and list items), depth first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, list) else ()
+    for key, child in items:
+        yield (*path, key)
+        yield from paths(child, (*path, key))
+
+
+def replaced(tree, path, value):
+    tree = orjson.loads(orjson.dumps(tree))
+    node = tree
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return tree
+
+
+def test_no_wrong_shape_anywhere_makes_the_mapping_raise():
+    """Every field of a valid request replaced by a value of each other JSON type: the
+    mapping returns (events and errors), it never raises."""
+    trace = otlp.hijacked_trace()
+    failed = otlp.tool_span(trace[0]["traceId"], "ab" * 8, 9, "fetch", {"u": 1}, None,
+                            error="timeout")
+    request = otlp.request([trace[1], failed, trace[-1]])
+    odd = [None, True, 7, -1.5, "x", "[1", "{}", [], [1, "a"], {}, {"stringValue": 3}]
+    tried = 0
+    for path in paths(request):
+        for value in odd:
+            mapped = map_request(replaced(request, path, value))
+            assert isinstance(mapped.events, list) and isinstance(mapped.errors, list)
+            for event in mapped.events:
+                validate(event)
+            tried += 1
+    assert tried > 1000

@@ -99,9 +99,9 @@ def map_request(request) -> Mapped:
         for rs in request["resourceSpans"]:
             if not isinstance(rs, dict):
                 raise ContractError("not_otlp", "a resourceSpans entry must be an object")
-            resource = attributes((rs.get("resource") or {}).get("attributes"))
+            resource = attributes(_object(rs.get("resource")).get("attributes"))
             for ss in _list(rs.get("scopeSpans")):
-                for span in _list(ss.get("spans") if isinstance(ss, dict) else None):
+                for span in _list(_object(ss).get("spans")):
                     out.spans += 1
                     try:
                         events = map_span(span, resource)
@@ -130,6 +130,8 @@ def map_span(span, resource: dict) -> list[dict] | str:
         op = attrs.get("gen_ai.operation.name")
         if op is None:
             return "not_gen_ai"
+        if not isinstance(op, str):
+            raise ContractError("bad_attribute", "gen_ai.operation.name must be a string")
         if op in NOT_MAPPED:
             return f"not_mapped:{op}"
         ids = {"task_id": f"otel-{trace}",
@@ -159,7 +161,7 @@ def _action(span: dict, attrs: dict, ids: dict, event_id: str, span_id: str) -> 
              "status": "error" if failed else "ok"}
     result = attrs.get("gen_ai.tool.call.result")
     if result is None and failed:
-        result = (span.get("status") or {}).get("message") or attrs.get("error.type")
+        result = _object(span.get("status")).get("message") or attrs.get("error.type")
     if result is not None:
         text = result if isinstance(result, str) else orjson.dumps(result).decode()
         event["result"] = text[:MAX_RESULT_CHARS]
@@ -245,8 +247,7 @@ def _json_or_value(value):
 
 
 def _failed(span: dict, attrs: dict) -> bool:
-    code = (span.get("status") or {}).get("code") if isinstance(span.get("status"), dict) \
-        else None
+    code = _object(span.get("status")).get("code")
     return code in (STATUS_ERROR, "STATUS_CODE_ERROR") or attrs.get("error.type") is not None
 
 
@@ -271,6 +272,15 @@ def _hex_id(span: dict, name: str, digits: int) -> str:
     except ValueError:
         raise ContractError("bad_span", f"{name} {value!r} is not hex") from None
     return value.lower()
+
+
+def _object(value) -> dict:
+    """An optional OTLP message: absent or null is empty; anything but an object is an error."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ContractError("not_otlp", f"expected an object, got {type(value).__name__}")
+    return value
 
 
 def _list(value) -> list:
