@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite-version", default="v1",
                    help="suite version of runs without benchmark_version (default v1)")
     p.set_defaults(func=cmd_import)
+    from .ingest import add_import_parsers
+    add_import_parsers(isub)  # otel, mcp
 
     p = sub.add_parser("eval", help="replay labelled runs; recall and false alarms vs baseline")
     p.add_argument("events", help="events, one JSON event per line")
@@ -259,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .gateway import add_gateway_parser
     add_gateway_parser(sub)
+
+    from .otel_bridge import add_otel_bridge_parser
+    add_otel_bridge_parser(sub)
 
     from benchmarks.bench import add_bench_parser
     add_bench_parser(sub)
