@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"intentwatch: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"intentwatch: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+        print(f"intentwatch: {what}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("intentwatch: interrupted", file=sys.stderr)

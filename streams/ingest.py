@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from monitor.catalog import Catalog
+from monitor.errors import InputError
 from monitor.importers import mcp, otel
 
 MAX_ERRORS_SHOWN = 20
@@ -36,7 +37,7 @@ def cmd_import_otel(args, settings) -> int:
     paths = [Path(p) for p in args.files]
     for path in paths:   # before writing anything: a missing file is bad usage (exit 2)
         if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+            raise InputError(path, "no such file")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     spans = events = 0
