@@ -100,6 +100,8 @@ class Settings:
     partitions: int = setting(4, "partitions of the topics the worker creates (tasks are "
                               "partitioned by task id; more partitions, more workers can share "
                               "the load)", _at_least(1))
+    replication: int = setting(1, "replication factor of the topics the worker creates (1 "
+                               "for a single broker; 3 on a production cluster)", _at_least(1))
     catalog: str = setting("", "path of the tool catalog JSON (empty: every tool is unknown, "
                            "treated as side-effecting)")
     alert_at: float = setting(0.5, "risk at or above which a decision is an alert "

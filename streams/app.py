@@ -177,7 +177,7 @@ def new_app(settings: Settings) -> faust.App:
         broker=settings.broker,
         store="memory://",  # the table is rebuilt from its changelog topic on start
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication,
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
         web_host=settings.web_host,  # advertised to the group: /v1/decide forwarding
