@@ -1,100 +1,164 @@
-"""Settings, read from environment variables (INTENTWATCH_*), with defaults and validation.
+"""Settings: defaults, then a TOML file, then INTENTWATCH_* environment variables.
 
-Every setting names its variable; a bad value raises an error that names the variable.
+Each setting is a field of `Settings` with its documentation (help text, whether it is a
+secret) in the field's metadata, so the reference (docs/configuration.md, `intentwatch config
+docs`) is generated from this module and cannot drift from it. `load_settings` is the one
+loader: it refuses an unknown key, a wrong type or an invalid value with a `ConfigError` that
+names the setting and where the value came from (the file, or the variable).
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
+import tomllib
 from dataclasses import dataclass, field, fields
 
 from .retention import DEFAULT_RETENTION_SECONDS
 
+ENV_PREFIX = "INTENTWATCH_"
+CONFIG_ENV = "INTENTWATCH_CONFIG"  # path of the settings file (`intentwatch --config` wins)
+DEFAULT, FILE, ENV = "default", "file", "env"
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
-def _env(name: str, default, cast):
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return cast(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not valid: {exc}") from None
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and its origin."""
+
+
+# -- per-setting checks: each returns what is wrong with a value, or None -------------------
+def _at_least(low):
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def _positive(v):
+    return None if math.isfinite(v) and v > 0 else "must be a positive number of seconds"
+
+
+def _fraction(v):
+    return None if 0 < v <= 1 else "must be in (0, 1]"
+
+
+def _non_empty(v):
+    return None if v.strip() else "must not be empty"
+
+
+def _topic(v):
+    return None if _TOPIC.fullmatch(v) else "must be 1 to 249 of the characters A-Z a-z 0-9 . _ -"
+
+
+def _broker(v):
+    ok = v.startswith(("kafka://", "aiokafka://")) and v.split("://", 1)[1].strip()
+    return None if ok else "must look like kafka://host:port (several: separated by ;)"
+
+
+def _port(v):
+    return None if 1 <= v <= 65535 else "must be a TCP port, 1 to 65535"
+
+
+def _host(v):
+    return None if v.strip() and not re.search(r"[\s/]", v) else \
+        "must be a host name or an IP address (no scheme, no path)"
+
+
+def _http_url(v):
+    return None if not v or v.startswith(("http://", "https://")) else \
+        "must be empty or an http:// or https:// URL"
+
+
+def setting(default, help: str, check=None, secret: bool = False):
+    """A field of Settings with its documentation. A secret stays out of repr(), of
+    `config show` and of every error message."""
+    return field(default=default, repr=not secret,
+                 metadata={"help": help, "check": check, "secret": secret})
+
+
+def _topic_setting(default: str, what: str):
+    return setting(default, f"topic of {what}", _topic)
 
 
 @dataclass(frozen=True)
 class Settings:
-    broker: str = "kafka://127.0.0.1:9092"
-    app_id: str = "intentwatch"
-    topic_intents: str = "agent.intents"
-    topic_actions: str = "agent.actions"
-    topic_decisions: str = "agent.decisions"
-    topic_alerts: str = "agent.alerts"
-    topic_revocations: str = "agent.revocations"
-    topic_dead_letters: str = "agent.deadletters"
-    topic_acks: str = "agent.revocations.acks"
-    partitions: int = 4
-    catalog: str = ""                 # path of a tool catalog JSON; empty: all tools unknown
-    alert_at: float = 0.5
-    revoke_at: float = 0.9
-    max_event_bytes: int = 512 * 1024
-    web_port: int = 6066
-    data_dir: str = "intentwatch-data"
-    fast_rebalance: bool = False      # short session/rebalance timeouts (tests, demo)
-    model_snapshot_seconds: float = 30.0  # how often learned models are saved to Kafka
-    signing_key: str = ""             # PEM file of the Ed25519 key that signs revoke commands
-    verify_keys: str = ""             # comma-separated PEM files of trusted public keys
-    alertmanager_url: str = ""        # Alertmanager-compatible webhook (.../api/v2/alerts)
-    # Event-time seconds a task's state is kept after it is over (task.end, or its intent's
-    # expires_at for a task that never ended; see monitor.retention), then freed. One hour by
-    # default: late events of an ended task (an agent still acting, a late completion) are
-    # still refused and explained with the task's own state for that long, and the store
-    # holds about (tasks ending per second) x retention compact ended states (~650 bytes
-    # each serialized): 100 tasks/s -> 360,000 states. After it, an event of the task is
-    # treated as one of a new task without intent (held, alerted `no_intent`).
-    retention_seconds: float = DEFAULT_RETENTION_SECONDS
-    # The decision agent takes up to batch_max records at a time, and yields what it has every
-    # batch_wait seconds when fewer came: that wait adds to a decision's latency when traffic
-    # is light, a smaller one costs more CPU per event (BENCHMARKS.md, latency).
-    batch_max: int = 500
-    batch_wait: float = 0.002
-    # Task states (and delegation entries) the worker keeps decoded, most recently used first:
-    # a state in the cache is not decoded again at its task's next event. About 6 KB each.
-    state_cache: int = 10_000
-    # bearer token of POST /v1/decide (empty: the endpoint refuses every request); a secret,
-    # so it stays out of repr() and logs
-    decide_token: str = field(default="", repr=False)
+    broker: str = setting("kafka://127.0.0.1:9092",
+                          "Kafka bootstrap servers, kafka://host:port (several: separated by ;)",
+                          _broker)
+    app_id: str = setting("intentwatch", "Faust app id: the consumer group and the prefix of "
+                          "the changelog and model topics", _topic)
+    topic_intents: str = _topic_setting("agent.intents", "task intents (input)")
+    topic_actions: str = _topic_setting("agent.actions", "actions, task ends and credential "
+                                        "events (input)")
+    topic_decisions: str = _topic_setting("agent.decisions", "decision records (audit)")
+    topic_alerts: str = _topic_setting("agent.alerts", "alerts: every decision that is not "
+                                       "allow")
+    topic_revocations: str = _topic_setting("agent.revocations", "revoke commands")
+    topic_dead_letters: str = _topic_setting("agent.deadletters", "records that break the "
+                                             "contract, with the reason in headers")
+    topic_acks: str = _topic_setting("agent.revocations.acks", "acknowledgements of enforced "
+                                     "revoke commands")
+    partitions: int = setting(4, "partitions of the topics the worker creates (tasks are "
+                              "partitioned by task id; more partitions, more workers can share "
+                              "the load)", _at_least(1))
+    replication: int = setting(1, "replication factor of the topics the worker creates (1 "
+                               "for a single broker; 3 on a production cluster)", _at_least(1))
+    catalog: str = setting("", "path of the tool catalog JSON (empty: every tool is unknown, "
+                           "treated as side-effecting)")
+    alert_at: float = setting(0.5, "risk at or above which a decision is an alert "
+                              "(at most revoke_at)", _fraction)
+    revoke_at: float = setting(0.9, "risk at or above which a decision revokes", _fraction)
+    max_event_bytes: int = setting(512 * 1024, "size limit of one event; a bigger one is a "
+                                   "dead letter", _at_least(1024))
+    web_port: int = setting(6066, "port of the worker's web server (/metrics, /healthz, "
+                            "/readyz, /v1/decide)", _port)
+    web_bind: str = setting("127.0.0.1", "interface the worker's and the gateway's web "
+                            "servers listen on (0.0.0.0 in a container)", _host)
+    web_host: str = setting("127.0.0.1", "host name other workers reach this worker at: the "
+                            "worker advertises http://web_host:web_port to its consumer group "
+                            "and forwards POST /v1/decide to the owner's; must be distinct and "
+                            "reachable per worker (in Kubernetes the pod's DNS name)", _host)
+    data_dir: str = setting("intentwatch-data", "Faust's data directory (the task table itself "
+                            "is in memory, rebuilt from its changelog topic at start)",
+                            _non_empty)
+    fast_rebalance: bool = setting(False, "2 s session and 4 s rebalance timeouts instead of "
+                                   "Faust's 60 s (tests and the demo; not for production)")
+    model_snapshot_seconds: float = setting(30.0, "how often learned models are saved to the "
+                                            "compacted topic <app_id>-models", _positive)
+    signing_key: str = setting("", "PEM file of the Ed25519 private key that signs revoke "
+                               "commands (empty: commands go out unsigned and verifying "
+                               "consumers reject them)")
+    verify_keys: str = setting("", "comma-separated PEM files of the public keys that "
+                               "`intentwatch enforce` and the gateway trust")
+    alertmanager_url: str = setting("", "Alertmanager-compatible webhook (.../api/v2/alerts) "
+                                    "that alerts are pushed to (empty: off)", _http_url)
+    # One hour by default: late events of an ended task are still refused and explained with
+    # the task's own state for that long, and the store holds about (tasks ending per second)
+    # x retention compact ended states (~650 bytes each): 100 tasks/s -> 360,000 states.
+    retention_seconds: float = setting(
+        DEFAULT_RETENTION_SECONDS, "event-time seconds after which an ended task (after its "
+        "end), an expired one (after its expires_at) or a task that never declared an intent "
+        "(after its last event) is freed; keep it at least as long as credentials live",
+        lambda v: None if math.isfinite(v) and v >= 0 else "must be at least 0")
+    # A longer wait makes fuller batches under light traffic and adds up to that much to each
+    # decision's latency; a shorter one costs more CPU per event (BENCHMARKS.md, latency).
+    batch_max: int = setting(500, "most records the worker decides at a time", _at_least(1))
+    batch_wait: float = setting(0.002, "seconds the worker waits for more records before "
+                                "deciding what it has", _fraction)
+    state_cache: int = setting(10_000, "task states (and delegation entries) kept decoded, "
+                               "most recently used first (about 6 KB each)", _at_least(0))
+    decide_token: str = setting("", "bearer token of POST /v1/decide (empty: the endpoint "
+                                "refuses every request)", secret=True)
 
     @classmethod
     def from_env(cls) -> Settings:
-        values = {}
-        for f in fields(cls):
-            name = "INTENTWATCH_" + f.name.upper()
-            cast = {bool: _bool, int: int, float: float, str: str}[type(f.default)]
-            values[f.name] = _env(name, f.default, cast)
-        s = cls(**values)
-        s.validate()
-        return s
+        """The settings of this process (INTENTWATCH_CONFIG's file, then the environment):
+        `load_settings()` for callers that need only the settings."""
+        return load_settings()[0]
 
     def validate(self) -> None:
-        if not self.broker.startswith(("kafka://", "aiokafka://")):
-            raise ValueError("INTENTWATCH_BROKER must look like kafka://host:port")
-        if self.partitions < 1:
-            raise ValueError("INTENTWATCH_PARTITIONS must be at least 1")
-        if not 0 < self.alert_at <= self.revoke_at <= 1:
-            raise ValueError("INTENTWATCH_ALERT_AT and INTENTWATCH_REVOKE_AT must satisfy "
-                             "0 < alert_at <= revoke_at <= 1")
-        if self.model_snapshot_seconds <= 0:
-            raise ValueError("INTENTWATCH_MODEL_SNAPSHOT_SECONDS must be positive")
-        if not self.retention_seconds >= 0:
-            raise ValueError("INTENTWATCH_RETENTION_SECONDS must be at least 0")
-        if self.batch_max < 1:
-            raise ValueError("INTENTWATCH_BATCH_MAX must be at least 1")
-        if not 0 < self.batch_wait <= 1:
-            raise ValueError("INTENTWATCH_BATCH_WAIT must be in (0, 1] seconds")
-        if self.state_cache < 0:
-            raise ValueError("INTENTWATCH_STATE_CACHE must be at least 0")
-        if self.max_event_bytes < 1024:
-            raise ValueError("INTENTWATCH_MAX_EVENT_BYTES must be at least 1024")
+        """Raise ConfigError naming the first bad setting (by its name: use load_settings to
+        have errors name the file or variable too)."""
+        _validate(self, {})
 
     def topics(self) -> list[str]:
         return [self.topic_intents, self.topic_actions, self.topic_decisions, self.topic_alerts,
@@ -104,6 +168,103 @@ class Settings:
     def bootstrap(self) -> str:
         """host:port list for plain aiokafka clients."""
         return self.broker.split("://", 1)[1].replace(";", ",")
+
+
+SETTINGS = {f.name: f for f in fields(Settings)}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def kind(name: str) -> type:
+    return type(SETTINGS[name].default)
+
+
+def load_settings(config_file: str | None = None, environ=None) -> tuple[Settings, dict]:
+    """(settings, origin of each setting: {name: (DEFAULT | FILE | ENV, where)}).
+
+    Precedence: defaults < the file (`config_file`, else $INTENTWATCH_CONFIG) < INTENTWATCH_*
+    variables. An empty variable counts as unset."""
+    environ = os.environ if environ is None else environ
+    values = {name: f.default for name, f in SETTINGS.items()}
+    origins = {name: (DEFAULT, "") for name in SETTINGS}
+    path = config_file or environ.get(CONFIG_ENV) or None
+    if path:
+        for name, value in read_file(path).items():
+            values[name], origins[name] = value, (FILE, path)
+    for name in SETTINGS:
+        raw = environ.get(env_name(name))
+        if raw:
+            values[name] = _from_text(name, raw, env_name(name))
+            origins[name] = (ENV, env_name(name))
+    settings = Settings(**values)
+    _validate(settings, origins)
+    return settings, origins
+
+
+def read_file(path: str) -> dict:
+    """The settings of a TOML file, type-checked (values are validated by load_settings)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such settings file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if key not in SETTINGS:
+            near = difflib.get_close_matches(key, SETTINGS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"{path}: unknown setting {key!r}{hint}")
+        data[key] = _typed(key, value, f"{path}: {key}")
+    return data
+
+
+def _typed(name: str, value, where: str):
+    want = kind(name)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not want:
+        shown = "(hidden)" if SETTINGS[name].metadata["secret"] else repr(value)
+        raise ConfigError(f"{where}: expected {_KIND_NAMES[want]}, got "
+                          f"{type(value).__name__} {shown}")
+    return value
+
+
+def _from_text(name: str, raw: str, where: str):
+    want = kind(name)
+    try:
+        return _bool(raw) if want is bool else want(raw)
+    except ValueError:
+        shown = "(hidden)" if SETTINGS[name].metadata["secret"] else repr(raw)
+        raise ConfigError(f"{where}={shown}: expected {_KIND_NAMES[want]}") from None
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def describe(name: str, origins: dict) -> str:
+    """Where a setting's value came from, for error messages."""
+    source, where = origins.get(name, (DEFAULT, ""))
+    if source == ENV:
+        return f"{where} (setting {name})"
+    if source == FILE:
+        return f"{name} in {where}"
+    return f"{name} (default)" if origins else name
+
+
+def _validate(settings: Settings, origins: dict) -> None:
+    for name, f in SETTINGS.items():
+        check = f.metadata["check"]
+        value = getattr(settings, name)
+        problem = check(value) if check else None
+        if problem:
+            shown = "(hidden)" if f.metadata["secret"] else repr(value)
+            raise ConfigError(f"{describe(name, origins)} = {shown}: {problem}")
+    if settings.alert_at > settings.revoke_at:
+        raise ConfigError(f"{describe('alert_at', origins)} = {settings.alert_at!r} must not be "
+                          f"above {describe('revoke_at', origins)} = {settings.revoke_at!r}")
 
 
 def _bool(raw: str) -> bool:

@@ -28,6 +28,7 @@ from . import models
 from .alerting import AlertForwarder
 from .decide import register_decide_view
 from .outbox import Outbox
+from .probes import register_readiness_view
 
 log = logging.getLogger("intentwatch.worker")
 
@@ -176,11 +177,11 @@ def new_app(settings: Settings) -> faust.App:
         broker=settings.broker,
         store="memory://",  # the table is rebuilt from its changelog topic on start
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication,
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
-        web_host="127.0.0.1",
-        web_bind="127.0.0.1",
+        web_host=settings.web_host,  # advertised to the group: /v1/decide forwarding
+        web_bind=settings.web_bind,
         datadir=settings.data_dir,
         **fast,
     )
@@ -337,6 +338,8 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     @app.page("/healthz")
     async def health_view(web, request):
         return web.json({"status": "ok", "app_id": settings.app_id})
+
+    register_readiness_view(app, settings.app_id)
 
     register_decide_view(app, engine, tasks, settings)
 

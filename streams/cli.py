@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from monitor.catalog import Catalog
-from monitor.config import Settings
+from monitor.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from monitor.contracts import SPECS, json_schema
 from monitor.errors import InputError
 from monitor.policy import Policy
@@ -205,8 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="intentwatch",
         description="Runtime monitor that keeps AI agents inside the intent they declared. "
-                    "Settings come from INTENTWATCH_* environment variables (see README).",
+                    "Settings: defaults < a TOML file < INTENTWATCH_* environment variables "
+                    "(docs/configuration.md, intentwatch config show).",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"TOML settings file (default ${CONFIG_ENV}); the environment "
+                             "overrides it")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run the Faust worker (live monitoring on Kafka)")
@@ -268,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.bench import add_bench_parser
     add_bench_parser(sub)
 
+    from .config_cmd import add_config_parser
+    add_config_parser(sub)
+
     p = sub.add_parser("schemas", help="write the JSON Schemas of the event contracts")
     p.add_argument("-o", "--output", default="docs/schemas")
     p.set_defaults(func=cmd_schemas)
@@ -276,11 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ValueError as exc:
-        print(f"intentwatch: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = None
+    if not getattr(args, "loads_settings", False):
+        try:
+            settings = load_settings(args.config)[0]
+        except ConfigError as exc:
+            print(f"intentwatch: configuration error: {exc}", file=sys.stderr)
+            return 2
     try:
         return args.func(args, settings)
     except InputError as exc:

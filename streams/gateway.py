@@ -369,7 +369,7 @@ def _dumps(obj) -> str:
 
 def add_gateway_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("gateway", help="reference tool gateway and credential broker (HTTP on "
-                                       "127.0.0.1)")
+                                       "INTENTWATCH_WEB_BIND)")
     p.add_argument("--port", type=int, default=8070, help="HTTP port (default 8070)")
     p.add_argument("--decide-url", help="the worker's POST /v1/decide (default "
                                         "http://127.0.0.1:<INTENTWATCH_WEB_PORT>/v1/decide)")
@@ -409,8 +409,8 @@ def cmd_gateway(args, settings: Settings) -> int:
             runner = web.AppRunner(build_web_app(gateway))
             await runner.setup()
             try:
-                await web.TCPSite(runner, "127.0.0.1", args.port).start()
-                log.info("gateway on http://127.0.0.1:%d, decide %s", args.port,
+                await web.TCPSite(runner, settings.web_bind, args.port).start()
+                log.info("gateway on http://%s:%d, decide %s", settings.web_bind, args.port,
                          gateway.decide_url)
                 await stop.wait()
             finally:

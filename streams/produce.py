@@ -35,7 +35,8 @@ async def ensure_topics(settings: Settings, names: list[str], partitions: int | 
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions or settings.partitions, 1, topic_configs=config or {})
+        new = [NewTopic(n, partitions or settings.partitions, settings.replication,
+                        topic_configs=config or {})
                for n in names if n not in existing]
         if new:
             try:
