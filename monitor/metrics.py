@@ -19,8 +19,13 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+
+# No `_created` series next to every counter and histogram: twice the series for nothing
+# Prometheus uses here.
+disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # process_resident_memory_bytes, process_cpu_seconds_total...: read from /proc at each scrape.
@@ -100,9 +105,14 @@ def model_snapshotted(model: str, state_bytes: int, snapshot_bytes: int) -> None
 def observe_ack(ack: dict) -> None:
     """An enforcer's acknowledgement. Times are the offending event's time (the command's
     issued_at) and the enforcer's wall clock, so they are only as comparable as the clocks of
-    the agent runtime and the enforcer."""
+    the agent runtime and the enforcer. A redelivered command that the enforcer acks as a
+    duplicate (rejected as replayed, not acted on twice) counts as `duplicate`, not `rejected`:
+    `rejected` is what an alert watches (forged, expired commands)."""
     status = ack.get("status")
-    acks_of(status if status in ("enforced", "rejected", "failed") else "other").inc()
+    if ack.get("duplicate") is True:
+        status = "duplicate"
+    acks_of(status if status in ("enforced", "rejected", "failed", "duplicate")
+            else "other").inc()
     issued, acked = ack.get("issued_at"), ack.get("acked_at")
     if status == "enforced" and isinstance(issued, (int, float)) and \
             isinstance(acked, (int, float)) and acked >= issued:

@@ -55,3 +55,18 @@ def test_tally_counts_each_decisions_risk_in_the_risk_histogram():
     assert grew(("intentwatch_decision_risk_bucket", "0.9")) == 3
     assert grew(("intentwatch_decision_risk_bucket", "0.95")) == 4
     assert grew(("intentwatch_decision_risk_bucket", "+Inf")) == 5
+
+
+def test_acks_count_a_redelivered_commands_duplicate_apart_from_rejections():
+    from monitor import metrics
+
+    def acks(status):
+        return metrics.acks_of(status)._value.get()
+
+    before = {s: acks(s) for s in ("enforced", "rejected", "duplicate", "other")}
+    metrics.observe_ack({"status": "enforced", "issued_at": 10.0, "acked_at": 10.5})
+    metrics.observe_ack({"status": "rejected", "duplicate": True})   # a redelivery
+    metrics.observe_ack({"status": "rejected", "duplicate": False})  # e.g. a forged command
+    metrics.observe_ack({"status": "teleported"})
+    assert {s: acks(s) - before[s] for s in before} == {
+        "enforced": 1, "rejected": 1, "duplicate": 1, "other": 1}
