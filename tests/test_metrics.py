@@ -70,3 +70,17 @@ def test_acks_count_a_redelivered_commands_duplicate_apart_from_rejections():
     metrics.observe_ack({"status": "teleported"})
     assert {s: acks(s) - before[s] for s in before} == {
         "enforced": 1, "rejected": 1, "duplicate": 1, "other": 1}
+
+
+def test_lag_series_of_partitions_no_longer_assigned_are_dropped():
+    from monitor import metrics
+
+    def series():
+        return {(s.labels["topic"], s.labels["partition"]): s.value
+                for s in metrics.CONSUMER_LAG.collect()[0].samples}
+
+    metrics.set_consumer_lag({("agent.actions", 0): 5, ("agent.actions", 1): 7})
+    assert series() == {("agent.actions", "0"): 5.0, ("agent.actions", "1"): 7.0}
+    metrics.set_consumer_lag({("agent.actions", 1): 0})   # partition 0 went to another worker
+    assert series() == {("agent.actions", "1"): 0.0}
+    metrics.set_consumer_lag({})
