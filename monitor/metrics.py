@@ -11,10 +11,25 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter as Tallies
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# No `_created` series next to every counter and histogram: twice the series for nothing
+# Prometheus uses here.
+disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_resident_memory_bytes, process_cpu_seconds_total...: read from /proc at each scrape.
+ProcessCollector(registry=REGISTRY)
 
 EVENTS = Counter("intentwatch_events_total", "Events received, by type",
                  ["type"], registry=REGISTRY)
@@ -30,6 +45,12 @@ LATENCY = Histogram("intentwatch_decision_latency_seconds",
                     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1),
                     registry=REGISTRY)
 
+# Buckets at the policy's default thresholds (alert 0.5, revoke 0.9); le="0" counts the
+# decisions no detector found anything in.
+RISK = Histogram("intentwatch_decision_risk", "Fused risk of each decision, in [0, 1]",
+                 buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+                 registry=REGISTRY)
+
 # A label value's child never changes: look each up once. (The label values are small closed
 # sets: event types, verdicts, dead-letter reasons, ack statuses.)
 events_of = cache(EVENTS.labels)
@@ -44,13 +65,54 @@ ACKS = Counter("intentwatch_revoke_acks_total", "Acknowledgements of revoke comm
                ["status"], registry=REGISTRY)
 acks_of = cache(ACKS.labels)
 
+# Gauges set by the worker's timers and its model snapshots, not per event.
+ACTIVE_TASKS = Gauge("intentwatch_active_tasks",
+                     "Tasks whose state the worker holds that are running (not ended, not "
+                     "expired)", registry=REGISTRY)
+CONSUMER_LAG = Gauge("intentwatch_consumer_lag_records",
+                     "Records of an assigned input partition not decided yet: end offset "
+                     "minus one past the last record acked", ["topic", "partition"],
+                     registry=REGISTRY)
+MODEL_STATE = Gauge("intentwatch_model_state_bytes",
+                    "Size of a learned model's state at its latest snapshot, uncompressed",
+                    ["model"], registry=REGISTRY)
+MODEL_SNAPSHOT = Gauge("intentwatch_model_snapshot_bytes",
+                       "Size of a learned model's latest snapshot record as sent to Kafka "
+                       "(compressed; must stay under the topic's max.message.bytes)",
+                       ["model"], registry=REGISTRY)
+BUILD_INFO = Gauge("intentwatch_build_info", "Always 1; the running intentwatch version",
+                   ["version"], registry=REGISTRY)
+try:
+    BUILD_INFO.labels(version("intentwatch")).set(1)
+except PackageNotFoundError:  # run from a source tree that was never installed
+    BUILD_INFO.labels("unknown").set(1)
+
+
+def set_consumer_lag(lags: dict[tuple[str, int], int]) -> None:
+    """Replace the lag series with `lags` ((topic, partition) -> records): partitions no
+    longer assigned lose their series. (The exposition runs on the same event loop, so no
+    scrape sees the gauge between clear and set.)"""
+    CONSUMER_LAG.clear()
+    for (topic, partition), lag in lags.items():
+        CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+
+
+def model_snapshotted(model: str, state_bytes: int, snapshot_bytes: int) -> None:
+    MODEL_STATE.labels(model).set(state_bytes)
+    MODEL_SNAPSHOT.labels(model).set(snapshot_bytes)
+
 
 def observe_ack(ack: dict) -> None:
     """An enforcer's acknowledgement. Times are the offending event's time (the command's
     issued_at) and the enforcer's wall clock, so they are only as comparable as the clocks of
-    the agent runtime and the enforcer."""
+    the agent runtime and the enforcer. A redelivered command that the enforcer acks as a
+    duplicate (rejected as replayed, not acted on twice) counts as `duplicate`, not `rejected`:
+    `rejected` is what an alert watches (forged, expired commands)."""
     status = ack.get("status")
-    acks_of(status if status in ("enforced", "rejected", "failed") else "other").inc()
+    if ack.get("duplicate") is True:
+        status = "duplicate"
+    acks_of(status if status in ("enforced", "rejected", "failed", "duplicate")
+            else "other").inc()
     issued, acked = ack.get("issued_at"), ack.get("acked_at")
     if status == "enforced" and isinstance(issued, (int, float)) and \
             isinstance(acked, (int, float)) and acked >= issued:
@@ -61,7 +123,7 @@ class Tally:
     """The per-event metrics of one batch in plain ints; `flush()` adds them to the metrics,
     once (a new Tally for each batch)."""
 
-    __slots__ = ("commands", "dead_letters", "events", "latencies", "verdicts")
+    __slots__ = ("commands", "dead_letters", "events", "latencies", "risks", "verdicts")
 
     def __init__(self) -> None:
         self.events: dict[str, int] = {}
@@ -69,12 +131,14 @@ class Tally:
         self.dead_letters: dict[str, int] = {}
         self.commands = 0
         self.latencies: list[float] = []
+        self.risks: list[float] = []
 
     def decided(self, event_type: str, seconds: float, decisions: list[dict]) -> None:
         self.events[event_type] = self.events.get(event_type, 0) + 1
         self.latencies.append(seconds)
         for d in decisions:
             self.verdicts[d["verdict"]] = self.verdicts.get(d["verdict"], 0) + 1
+            self.risks.append(d["risk"])
             self.commands += (d["command"] is not None) + len(d.get("cascade", ()))
 
     def dead_letter(self, reason: str) -> None:
@@ -91,6 +155,8 @@ class Tally:
             REVOCATIONS.inc(self.commands)
         if self.latencies:
             observe_many(LATENCY, self.latencies)
+        if self.risks:
+            observe_many(RISK, self.risks)
 
 
 def observe_many(histogram: Histogram, values: list[float]) -> None:

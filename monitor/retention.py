@@ -64,6 +64,7 @@ ever (there is no deadline to go by; an idle timeout would be a policy decision)
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import MutableMapping
 
 # One hour after a task is over (see monitor.config.Settings.retention_seconds).
@@ -101,6 +102,9 @@ class Retention:
         self.freed = 0
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}   # task id -> earliest deadline in its heap
+        # Tasks held that have not ended -> their expires_at (inf: none): what `running()`
+        # counts, kept up to date at each write so that counting never reads the store.
+        self._open: dict[str, float] = {}
         self._rebuilt = False
 
     # -- the engine's hooks --------------------------------------------------------------------
@@ -128,10 +132,11 @@ class Retention:
 
     def schedule(self, task: dict) -> None:
         """After a task's state was written: index it at its deadline (if it has one)."""
+        tid = task["task_id"]
+        self._note_open(tid, task)
         d = deadline(task, self.seconds)
         if d is None:
             return
-        tid = task["task_id"]
         known = self._scheduled.get(tid)
         if known is None or d < known:  # a later deadline is found when the earlier pops
             self._scheduled[tid] = d
@@ -139,12 +144,20 @@ class Retention:
 
     def rebuild(self) -> int:
         """Index every stored task not indexed yet (after a restart or a recovery); returns
-        how many were added. One pass over the store."""
+        how many were added. One pass over the store. Tasks no longer in the store (their
+        partition went to another worker) stop counting as running."""
         self._rebuilt = True
         added = 0
-        for tid in list(self.store):
+        present = list(self.store)
+        held = set(present)
+        for tid in [t for t in self._open if t not in held]:
+            del self._open[tid]
+        for tid in present:
             task = self.store.get(tid)
-            if task is None or tid in self._scheduled:
+            if task is None:
+                continue
+            self._note_open(tid, task)
+            if tid in self._scheduled:
                 continue
             d = deadline(task, self.seconds)
             if d is None:
@@ -158,9 +171,26 @@ class Retention:
         """A Faust table recovery callback (`tasks.on_recover(engine.retention.on_recover)`)."""
         self.rebuild()
 
+    def running(self) -> int:
+        """Tasks held that are running: not ended, and not past their expires_at at the
+        watermark. One pass over the running tasks' expiry times (measured 2.5 ms per 100,000):
+        for a periodic gauge, not for every event."""
+        mark = self.watermark
+        if mark is None:
+            return len(self._open)
+        return sum(expires >= mark for expires in self._open.values())
+
     def stats(self) -> dict:
         return {"indexed": len(self._scheduled), "heap_entries": len(self._heap),
                 "freed": self.freed, "watermark": self.watermark}
+
+    def _note_open(self, task_id: str, task: dict) -> None:
+        if task["ended_at"] is not None:
+            self._open.pop(task_id, None)
+            return
+        intent = task["intent"]
+        expires = intent.get("expires_at") if intent is not None else None
+        self._open[task_id] = math.inf if expires is None else expires
 
     # -- freeing -------------------------------------------------------------------------------
     def _sweep(self, heap: list, mark: float, current: str) -> list[dict]:
@@ -188,6 +218,7 @@ class Retention:
 
     def _free(self, task_id: str, task: dict, delete: bool = True) -> dict:
         self._scheduled.pop(task_id, None)
+        self._open.pop(task_id, None)
         if delete:
             del self.store[task_id]
         self._free_entry(task_id)

@@ -24,7 +24,7 @@ from monitor.pipeline import Pipeline, dead_letter_headers
 from monitor.policy import ALLOW, Policy
 from monitor.profiles import build_engine
 
-from . import models
+from . import lag, models
 from .alerting import AlertForwarder
 from .decide import register_decide_view
 from .outbox import Outbox
@@ -232,6 +232,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         for name, blob in engine.model_state().items():
             value = await asyncio.to_thread(models.encode, blob)
             await models_topic.send(key=name.encode(), value=value)
+            metrics.model_snapshotted(name, len(blob), len(value))
 
     @app.timer(interval=settings.model_snapshot_seconds)
     async def snapshot_models():
@@ -240,6 +241,10 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     @app.on_before_shutdown.connect
     async def snapshot_on_stop(app, **kwargs):
         await save_models()
+
+    @app.timer(interval=lag.REFRESH_SECONDS)
+    async def refresh_gauges():
+        await lag.refresh(app, (settings.topic_intents, settings.topic_actions), engine.retention)
 
     sign = command_signer(settings)
     forwarder = AlertForwarder(settings.alertmanager_url) if settings.alertmanager_url else None

@@ -30,3 +30,57 @@ def test_observe_many_equals_observe_one_by_one():
     assert math.isclose(bulk.pop(total), one_by_one.pop(total), rel_tol=1e-12)
     assert bulk == one_by_one
     assert bulk[("x_seconds_bucket", "0.0001")] == sum(v <= 1e-4 for v in values)
+
+
+def test_tally_counts_each_decisions_risk_in_the_risk_histogram():
+    from monitor import metrics
+
+    def risk_samples():
+        return {(s.name, s.labels.get("le")): s.value for s in metrics.RISK.collect()[0].samples}
+
+    before = risk_samples()
+    tally = metrics.Tally()
+    decisions = [{"verdict": v, "risk": r, "command": None} for v, r in
+                 [("allow", 0.0), ("allow", 0.2), ("alert", 0.6), ("revoke", 0.95),
+                  ("revoke", 1.0)]]
+    tally.decided("agent.action", 1e-4, decisions[:2])
+    tally.decided("agent.action", 1e-4, decisions[2:])
+    tally.flush()
+    after = risk_samples()
+    grew = lambda key: after[key] - before.get(key, 0.0)
+    assert grew(("intentwatch_decision_risk_count", None)) == len(decisions)
+    assert math.isclose(grew(("intentwatch_decision_risk_sum", None)), 2.75)
+    assert grew(("intentwatch_decision_risk_bucket", "0.0")) == 1
+    assert grew(("intentwatch_decision_risk_bucket", "0.5")) == 2
+    assert grew(("intentwatch_decision_risk_bucket", "0.9")) == 3
+    assert grew(("intentwatch_decision_risk_bucket", "0.95")) == 4
+    assert grew(("intentwatch_decision_risk_bucket", "+Inf")) == 5
+
+
+def test_acks_count_a_redelivered_commands_duplicate_apart_from_rejections():
+    from monitor import metrics
+
+    def acks(status):
+        return metrics.acks_of(status)._value.get()
+
+    before = {s: acks(s) for s in ("enforced", "rejected", "duplicate", "other")}
+    metrics.observe_ack({"status": "enforced", "issued_at": 10.0, "acked_at": 10.5})
+    metrics.observe_ack({"status": "rejected", "duplicate": True})   # a redelivery
+    metrics.observe_ack({"status": "rejected", "duplicate": False})  # e.g. a forged command
+    metrics.observe_ack({"status": "teleported"})
+    assert {s: acks(s) - before[s] for s in before} == {
+        "enforced": 1, "rejected": 1, "duplicate": 1, "other": 1}
+
+
+def test_lag_series_of_partitions_no_longer_assigned_are_dropped():
+    from monitor import metrics
+
+    def series():
+        return {(s.labels["topic"], s.labels["partition"]): s.value
+                for s in metrics.CONSUMER_LAG.collect()[0].samples}
+
+    metrics.set_consumer_lag({("agent.actions", 0): 5, ("agent.actions", 1): 7})
+    assert series() == {("agent.actions", "0"): 5.0, ("agent.actions", "1"): 7.0}
+    metrics.set_consumer_lag({("agent.actions", 1): 0})   # partition 0 went to another worker
+    assert series() == {("agent.actions", "1"): 0.0}
+    metrics.set_consumer_lag({})

@@ -294,3 +294,41 @@ def test_retention_setting_from_env(monkeypatch):
     monkeypatch.setenv("INTENTWATCH_RETENTION_SECONDS", "soon")
     with pytest.raises(ValueError, match="INTENTWATCH_RETENTION_SECONDS"):
         Settings.from_env()
+
+
+def running_by_scan(eng) -> int:
+    """What running() must equal: a scan of the store by the same rule."""
+    mark = eng.retention.watermark
+    return sum(1 for t in eng.store.values() if t["ended_at"] is None and (
+        t["intent"] is None or t["intent"].get("expires_at") is None
+        or t["intent"]["expires_at"] >= mark))
+
+
+def test_running_tasks_are_the_held_ones_not_ended_nor_expired():
+    eng = engine()
+    feed(eng, [intent("a", 0.0), intent("b", 1.0, expires=10.0), intent("c", 2.0),
+               act("held", 3.0)])   # "held": actions before any intent, a task all the same
+    assert eng.retention.running() == running_by_scan(eng) == 4
+    feed(eng, [end("a", 5.0)])          # ended: still held (retention), no longer running
+    assert "a" in eng.store
+    assert eng.retention.running() == running_by_scan(eng) == 3
+    feed(eng, [act("c", 11.0)])         # the watermark passes b's expires_at
+    assert "b" in eng.store
+    assert eng.retention.running() == running_by_scan(eng) == 2
+    feed(eng, [act("c", 11.0 + R + 1, n=1)])  # b and the held task freed: c remains
+    assert "b" not in eng.store and "held" not in eng.store
+    assert eng.retention.running() == running_by_scan(eng) == 1
+
+
+def test_running_tasks_follow_the_store_after_a_rebuild():
+    """After a restart the count comes from the store; tasks that left it (their partition
+    went to another worker) stop counting at the next recovery."""
+    store = {}
+    first = engine(store=store)
+    feed(first, [intent("a", 0.0), intent("b", 0.0), intent("c", 0.0), end("c", 1.0)])
+    restarted = engine(store=dict(store))
+    assert restarted.retention.rebuild() == 1     # c's deadline
+    assert restarted.retention.running() == 2
+    del restarted.store["b"]                        # b's partition revoked
+    restarted.retention.rebuild()
+    assert restarted.retention.running() == 1
