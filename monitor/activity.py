@@ -1,0 +1,189 @@
+"""What the worker decided lately, for the dashboard: plain data, bounded by construction.
+
+The worker feeds `ActivityRecorder.record()` once per batch with the decisions the pipeline
+returned. It keeps:
+
+- the most recently active `max_tasks` tasks (least recently active dropped first), each with
+  its worst verdict and highest risk so far, its last verdict and risk, whether it was revoked
+  or ended, its goal when known, and a timeline of its last `timeline_length` decisions;
+- the last `max_alerts` decisions that were not `allow` (alerts and revocations, any task).
+
+Bounds: every string taken from an event (ids, tool names, goals, messages, evidence) is cut
+to a fixed length, a decision keeps at most MAX_REASONS reasons, MAX_CREDENTIALS credential ids
+and MAX_CASCADE cascade commands. So memory is at most (max_tasks x timeline_length +
+max_alerts) entries of bounded size plus max_tasks task summaries, whatever agents send.
+A decision that holds no reasons and no command (most of them) costs one small tuple.
+
+It sees only what this worker decided: the tasks of the partitions it owns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+
+import orjson
+
+from .policy import ALERT, ALLOW, REVOKE
+
+MAX_ID = 200            # chars kept of ids and tool names
+MAX_GOAL = 300
+MAX_MESSAGE = 300
+MAX_EVIDENCE = 600      # chars kept of a reason's evidence, as JSON text
+MAX_REASONS = 8
+MAX_CREDENTIALS = 16
+MAX_CASCADE = 16
+
+RANK = {ALLOW: 0, ALERT: 1, REVOKE: 2}
+
+# A timeline entry is a plain tuple (cheap to build on the worker's path) in this order;
+# `entry_json()` names its fields when it is served.
+ENTRY_FIELDS = ("seq", "seen_at", "event_time", "event_type", "tool", "phase", "verdict",
+                "risk", "reasons", "command", "cascade", "event_id")
+_NONE = ()
+
+
+def _cut(value, limit: int = MAX_ID):
+    """A string from an event, at most `limit` chars (the same object when it is short)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    return value
+
+
+def _reason(r: dict) -> dict:
+    evidence = orjson.dumps(r.get("evidence") or {}, default=str).decode()
+    return {"detector": _cut(r.get("detector")), "code": _cut(r.get("code")),
+            "risk": r.get("risk"), "message": _cut(r.get("message"), MAX_MESSAGE),
+            "evidence": _cut(evidence, MAX_EVIDENCE)}
+
+
+def _command(c: dict) -> dict:
+    creds = c.get("credential_ids") or []
+    return {"command_id": _cut(c.get("command_id")), "task_id": _cut(c.get("task_id")),
+            "credential_ids": [_cut(x) for x in creds[:MAX_CREDENTIALS]],
+            "more_credentials": max(0, len(creds) - MAX_CREDENTIALS),
+            "scope": _cut(c.get("scope")), "reason": _cut(c.get("reason"))}
+
+
+class TaskActivity:
+    """One task as the dashboard lists it."""
+
+    __slots__ = ("agent_id", "alerts", "decisions", "ended", "first_seen", "goal",
+                 "last_event_time", "last_risk", "last_seen", "last_verdict", "revoked", "risk",
+                 "task_id", "timeline", "verdict")
+
+    def __init__(self, task_id: str, timeline_length: int, seen_at: float):
+        self.task_id = task_id
+        self.agent_id = None
+        self.goal = None
+        self.verdict, self.risk = ALLOW, 0.0            # worst so far
+        self.last_verdict, self.last_risk = ALLOW, 0.0
+        self.revoked = self.ended = False
+        self.decisions = self.alerts = 0
+        self.first_seen = self.last_seen = seen_at      # wall clock of this worker
+        self.last_event_time = None
+        self.timeline: deque = deque(maxlen=timeline_length)
+
+    def summary(self) -> dict:
+        return {"task_id": self.task_id, "agent_id": self.agent_id, "goal": self.goal,
+                "verdict": self.verdict, "risk": self.risk, "last_verdict": self.last_verdict,
+                "last_risk": self.last_risk, "revoked": self.revoked, "ended": self.ended,
+                "state": "ended" if self.ended else "active",
+                "decisions": self.decisions, "alerts": self.alerts,
+                "first_seen": self.first_seen, "last_seen": self.last_seen,
+                "last_event_time": self.last_event_time}
+
+
+def entry_json(entry: tuple) -> dict:
+    out = dict(zip(ENTRY_FIELDS, entry, strict=True))
+    out["reasons"], out["cascade"] = list(out["reasons"]), list(out["cascade"])
+    return out
+
+
+class ActivityRecorder:
+    def __init__(self, max_tasks: int = 200, timeline_length: int = 40, max_alerts: int = 300,
+                 goal_of: Callable[[str], str | None] | None = None):
+        """`goal_of(task_id)` gives a task's declared goal; it is asked once per task, at its
+        task.intent decision (decisions do not carry the goal)."""
+        if min(max_tasks, timeline_length, max_alerts) < 1:
+            raise ValueError("activity bounds must be at least 1")
+        self.max_tasks, self.timeline_length, self.max_alerts = (
+            max_tasks, timeline_length, max_alerts)
+        self.goal_of = goal_of
+        self._tasks: OrderedDict[str, TaskActivity] = OrderedDict()  # least recent first
+        self._alerts: deque = deque(maxlen=max_alerts)               # (task_id, entry)
+        self._seq = 0
+
+    def bounds(self) -> dict:
+        return {"max_tasks": self.max_tasks, "timeline_length": self.timeline_length,
+                "max_alerts": self.max_alerts}
+
+    # -- the worker's side: once per batch -------------------------------------------------
+    def record(self, decisions: Iterable[dict], seen_at: float | None = None) -> None:
+        seen_at = time.time() if seen_at is None else seen_at
+        tasks = self._tasks
+        for d in decisions:
+            task_id = _cut(d["task_id"])
+            task = tasks.get(task_id)
+            if task is None:
+                task = tasks[task_id] = TaskActivity(task_id, self.timeline_length, seen_at)
+                if len(tasks) > self.max_tasks:
+                    tasks.popitem(last=False)
+            else:
+                tasks.move_to_end(task_id)
+            self._seq += 1
+            verdict, risk, reasons, command, cascade = (
+                d["verdict"], d["risk"], d["reasons"], d["command"], d["cascade"])
+            entry = (self._seq, seen_at, d["event_time"], d["event_type"], _cut(d["tool"]),
+                     d["phase"], verdict, risk,
+                     tuple(_reason(r) for r in reasons[:MAX_REASONS]) if reasons else _NONE,
+                     _command(command) if command else None,
+                     tuple(_command(c) for c in cascade[:MAX_CASCADE]) if cascade else _NONE,
+                     _cut(d["event_id"]))
+            task.timeline.append(entry)
+            task.decisions += 1
+            task.last_seen, task.last_event_time = seen_at, d["event_time"]
+            task.last_verdict, task.last_risk = verdict, risk
+            task.risk = max(task.risk, risk)
+            if verdict != ALLOW:
+                task.alerts += 1
+                self._alerts.append((task_id, entry))
+                if RANK[verdict] > RANK[task.verdict]:
+                    task.verdict = verdict
+                if verdict == REVOKE:
+                    task.revoked = True
+            if task.agent_id is None:
+                task.agent_id = _cut(d["agent_id"])
+            etype = d["event_type"]
+            if etype == "task.intent" and task.goal is None and self.goal_of is not None:
+                task.goal = _cut(self.goal_of(d["task_id"]), MAX_GOAL)
+            elif etype == "task.end":
+                task.ended = True
+            for c in cascade:  # a cascade revokes other tasks: mark the ones listed here
+                other = tasks.get(_cut(c.get("task_id")))
+                if other is not None:
+                    other.revoked = True
+
+    # -- the dashboard's side ------------------------------------------------------------
+    def tasks(self, limit: int | None = None) -> list[dict]:
+        """Task summaries, the riskiest first (worst verdict, then highest risk, then the most
+        recently active)."""
+        ranked = sorted(self._tasks.values(), reverse=True,
+                        key=lambda t: (RANK[t.verdict], t.risk, t.last_seen))
+        return [t.summary() for t in ranked[:limit]]
+
+    def alerts(self, limit: int | None = None) -> list[dict]:
+        """Recent non-allow decisions, the newest first, each with its task id."""
+        recent = list(self._alerts)[::-1][:limit]
+        return [dict(entry_json(entry), task_id=task_id) for task_id, entry in recent]
+
+    def timeline(self, task_id: str) -> dict | None:
+        """One task's summary and its last decisions, oldest first; None if not tracked."""
+        task = self._tasks.get(_cut(task_id))
+        if task is None:
+            return None
+        return {"task": task.summary(), "timeline": [entry_json(e) for e in task.timeline]}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
