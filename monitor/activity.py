@@ -19,6 +19,7 @@ It sees only what this worker decided: the tasks of the partitions it owns.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -27,27 +28,30 @@ import orjson
 
 from .policy import ALERT, ALLOW, REVOKE
 
-MAX_ID = 200            # chars kept of ids and tool names
+log = logging.getLogger("intentwatch.activity")
+
+MAX_ID = 80             # chars kept of ids, tool names, detector names and codes
 MAX_GOAL = 300
-MAX_MESSAGE = 300
-MAX_EVIDENCE = 600      # chars kept of a reason's evidence, as JSON text
-MAX_REASONS = 8
-MAX_CREDENTIALS = 16
-MAX_CASCADE = 16
+MAX_MESSAGE = 200
+MAX_EVIDENCE = 300      # chars kept of a reason's evidence, as JSON text
+MAX_REASONS = 6         # per decision (the others are counted)
+MAX_CREDENTIALS = 8     # per revoke command (the others are counted)
+MAX_CASCADE = 4         # cascade commands per decision (the others are counted)
 
 RANK = {ALLOW: 0, ALERT: 1, REVOKE: 2}
 
 # A timeline entry is a plain tuple (cheap to build on the worker's path) in this order;
 # `entry_json()` names its fields when it is served.
 ENTRY_FIELDS = ("seq", "seen_at", "event_time", "event_type", "tool", "phase", "verdict",
-                "risk", "reasons", "command", "cascade", "event_id")
+                "risk", "reasons", "more_reasons", "command", "cascade", "more_cascade",
+                "event_id")
 _NONE = ()
 
 
 def _cut(value, limit: int = MAX_ID):
     """A string from an event, at most `limit` chars (the same object when it is short)."""
     if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + "…"
+        return value if len(value) <= limit else value[:limit] + "..."  # (ASCII: 1 byte/char)
     return value
 
 
@@ -56,6 +60,13 @@ def _reason(r: dict) -> dict:
     return {"detector": _cut(r.get("detector")), "code": _cut(r.get("code")),
             "risk": r.get("risk"), "message": _cut(r.get("message"), MAX_MESSAGE),
             "evidence": _cut(evidence, MAX_EVIDENCE)}
+
+
+def _cascaded(c: dict) -> dict:
+    """A cascade command as the timeline shows it: which task, which command (the credentials
+    are on the bus and in the decision record)."""
+    return {"command_id": _cut(c.get("command_id")), "task_id": _cut(c.get("task_id")),
+            "credentials": len(c.get("credential_ids") or ())}
 
 
 def _command(c: dict) -> dict:
@@ -102,7 +113,7 @@ def entry_json(entry: tuple) -> dict:
 
 
 class ActivityRecorder:
-    def __init__(self, max_tasks: int = 200, timeline_length: int = 40, max_alerts: int = 300,
+    def __init__(self, max_tasks: int = 200, timeline_length: int = 30, max_alerts: int = 300,
                  goal_of: Callable[[str], str | None] | None = None):
         """`goal_of(task_id)` gives a task's declared goal; it is asked once per task, at its
         task.intent decision (decisions do not carry the goal)."""
@@ -121,9 +132,28 @@ class ActivityRecorder:
 
     # -- the worker's side: once per batch -------------------------------------------------
     def record(self, decisions: Iterable[dict], seen_at: float | None = None) -> None:
-        seen_at = time.time() if seen_at is None else seen_at
+        """Remember a batch's decisions. Never raises: a fault here must not stop the worker
+        (the dashboard then misses the rest of the batch, and says so in the log)."""
+        try:
+            self._record(decisions, time.time() if seen_at is None else seen_at)
+        except Exception:
+            log.exception("dashboard: could not record a batch of decisions")
+
+    def _record(self, decisions: Iterable[dict], seen_at: float) -> None:
         tasks = self._tasks
         for d in decisions:
+            # The entry first: it reads every field, so a record that is not a decision
+            # changes nothing.
+            verdict, risk, reasons, command, cascade = (
+                d["verdict"], d["risk"], d["reasons"], d["command"], d["cascade"])
+            entry = (self._seq + 1, seen_at, d["event_time"], d["event_type"], _cut(d["tool"]),
+                     d["phase"], verdict, risk,
+                     tuple(_reason(r) for r in reasons[:MAX_REASONS]) if reasons else _NONE,
+                     max(0, len(reasons) - MAX_REASONS),
+                     _command(command) if command else None,
+                     tuple(_cascaded(c) for c in cascade[:MAX_CASCADE]) if cascade else _NONE,
+                     max(0, len(cascade) - MAX_CASCADE), _cut(d["event_id"]))
+            self._seq += 1
             task_id = _cut(d["task_id"])
             task = tasks.get(task_id)
             if task is None:
@@ -132,15 +162,6 @@ class ActivityRecorder:
                     tasks.popitem(last=False)
             else:
                 tasks.move_to_end(task_id)
-            self._seq += 1
-            verdict, risk, reasons, command, cascade = (
-                d["verdict"], d["risk"], d["reasons"], d["command"], d["cascade"])
-            entry = (self._seq, seen_at, d["event_time"], d["event_type"], _cut(d["tool"]),
-                     d["phase"], verdict, risk,
-                     tuple(_reason(r) for r in reasons[:MAX_REASONS]) if reasons else _NONE,
-                     _command(command) if command else None,
-                     tuple(_command(c) for c in cascade[:MAX_CASCADE]) if cascade else _NONE,
-                     _cut(d["event_id"]))
             task.timeline.append(entry)
             task.decisions += 1
             task.last_seen, task.last_event_time = seen_at, d["event_time"]
@@ -154,7 +175,7 @@ class ActivityRecorder:
                 if verdict == REVOKE:
                     task.revoked = True
             if task.agent_id is None:
-                task.agent_id = _cut(d["agent_id"])
+                task.agent_id = _cut(d.get("agent_id"))
             etype = d["event_type"]
             if etype == "task.intent" and task.goal is None and self.goal_of is not None:
                 task.goal = _cut(self.goal_of(d["task_id"]), MAX_GOAL)
