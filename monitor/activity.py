@@ -1,7 +1,7 @@
 """What the worker decided lately, for the dashboard: plain data, bounded by construction.
 
-The worker feeds `ActivityRecorder.record()` once per batch with the decisions the pipeline
-returned. It keeps:
+The worker feeds `ActivityRecorder.record()` once per batch with each record's raw bytes and
+the decisions the pipeline returned for it. It keeps:
 
 - the most recently active `max_tasks` tasks (least recently active dropped first), each with
   its worst verdict and highest risk so far, its last verdict and risk, whether it was revoked
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import orjson
 
@@ -69,6 +69,12 @@ def _cascaded(c: dict) -> dict:
             "credentials": len(c.get("credential_ids") or ())}
 
 
+def _goal(raw: bytes) -> str | None:
+    """The goal of a task.intent record (already validated by the pipeline)."""
+    goal = orjson.loads(raw).get("goal")
+    return _cut(goal, MAX_GOAL) if isinstance(goal, str) else None
+
+
 def _command(c: dict) -> dict:
     creds = c.get("credential_ids") or []
     return {"command_id": _cut(c.get("command_id")), "task_id": _cut(c.get("task_id")),
@@ -113,15 +119,11 @@ def entry_json(entry: tuple) -> dict:
 
 
 class ActivityRecorder:
-    def __init__(self, max_tasks: int = 200, timeline_length: int = 30, max_alerts: int = 300,
-                 goal_of: Callable[[str], str | None] | None = None):
-        """`goal_of(task_id)` gives a task's declared goal; it is asked once per task, at its
-        task.intent decision (decisions do not carry the goal)."""
+    def __init__(self, max_tasks: int = 200, timeline_length: int = 30, max_alerts: int = 300):
         if min(max_tasks, timeline_length, max_alerts) < 1:
             raise ValueError("activity bounds must be at least 1")
         self.max_tasks, self.timeline_length, self.max_alerts = (
             max_tasks, timeline_length, max_alerts)
-        self.goal_of = goal_of
         self._tasks: OrderedDict[str, TaskActivity] = OrderedDict()  # least recent first
         self._alerts: deque = deque(maxlen=max_alerts)               # (task_id, entry)
         self._seq = 0
@@ -131,60 +133,68 @@ class ActivityRecorder:
                 "max_alerts": self.max_alerts}
 
     # -- the worker's side: once per batch -------------------------------------------------
-    def record(self, decisions: Iterable[dict], seen_at: float | None = None) -> None:
-        """Remember a batch's decisions. Never raises: a fault here must not stop the worker
-        (the dashboard then misses the rest of the batch, and says so in the log)."""
+    def record(self, batch: Iterable[tuple[bytes | None, list[dict]]],
+               seen_at: float | None = None) -> None:
+        """Remember a batch: (the record's raw bytes, its decisions) for each record. The raw
+        bytes are read only for a task.intent decision, for the goal (decisions do not carry
+        it; a task's state after the batch may be its ended state, which keeps none).
+        Never raises: a fault here must not stop the worker (the dashboard then misses the
+        rest of the batch, and the log says so)."""
         try:
-            self._record(decisions, time.time() if seen_at is None else seen_at)
+            self._record(batch, time.time() if seen_at is None else seen_at)
         except Exception:
             log.exception("dashboard: could not record a batch of decisions")
 
-    def _record(self, decisions: Iterable[dict], seen_at: float) -> None:
+    def _record(self, batch: Iterable[tuple[bytes | None, list[dict]]], seen_at: float) -> None:
+        for raw, decisions in batch:
+            for d in decisions:
+                self._one(raw, d, seen_at)
+
+    def _one(self, raw: bytes | None, d: dict, seen_at: float) -> None:
         tasks = self._tasks
-        for d in decisions:
-            # The entry first: it reads every field, so a record that is not a decision
-            # changes nothing.
-            verdict, risk, reasons, command, cascade = (
-                d["verdict"], d["risk"], d["reasons"], d["command"], d["cascade"])
-            entry = (self._seq + 1, seen_at, d["event_time"], d["event_type"], _cut(d["tool"]),
-                     d["phase"], verdict, risk,
-                     tuple(_reason(r) for r in reasons[:MAX_REASONS]) if reasons else _NONE,
-                     max(0, len(reasons) - MAX_REASONS),
-                     _command(command) if command else None,
-                     tuple(_cascaded(c) for c in cascade[:MAX_CASCADE]) if cascade else _NONE,
-                     max(0, len(cascade) - MAX_CASCADE), _cut(d["event_id"]))
-            self._seq += 1
-            task_id = _cut(d["task_id"])
-            task = tasks.get(task_id)
-            if task is None:
-                task = tasks[task_id] = TaskActivity(task_id, self.timeline_length, seen_at)
-                if len(tasks) > self.max_tasks:
-                    tasks.popitem(last=False)
-            else:
-                tasks.move_to_end(task_id)
-            task.timeline.append(entry)
-            task.decisions += 1
-            task.last_seen, task.last_event_time = seen_at, d["event_time"]
-            task.last_verdict, task.last_risk = verdict, risk
-            task.risk = max(task.risk, risk)
-            if verdict != ALLOW:
-                task.alerts += 1
-                self._alerts.append((task_id, entry))
-                if RANK[verdict] > RANK[task.verdict]:
-                    task.verdict = verdict
-                if verdict == REVOKE:
-                    task.revoked = True
-            if task.agent_id is None:
-                task.agent_id = _cut(d.get("agent_id"))
-            etype = d["event_type"]
-            if etype == "task.intent" and task.goal is None and self.goal_of is not None:
-                task.goal = _cut(self.goal_of(d["task_id"]), MAX_GOAL)
-            elif etype == "task.end":
-                task.ended = True
-            for c in cascade:  # a cascade revokes other tasks: mark the ones listed here
-                other = tasks.get(_cut(c.get("task_id")))
-                if other is not None:
-                    other.revoked = True
+        # The entry first: it reads every field, so a record that is not a decision
+        # changes nothing.
+        verdict, risk, reasons, command, cascade = (
+            d["verdict"], d["risk"], d["reasons"], d["command"], d["cascade"])
+        entry = (self._seq + 1, seen_at, d["event_time"], d["event_type"], _cut(d["tool"]),
+                 d["phase"], verdict, risk,
+                 tuple(_reason(r) for r in reasons[:MAX_REASONS]) if reasons else _NONE,
+                 max(0, len(reasons) - MAX_REASONS),
+                 _command(command) if command else None,
+                 tuple(_cascaded(c) for c in cascade[:MAX_CASCADE]) if cascade else _NONE,
+                 max(0, len(cascade) - MAX_CASCADE), _cut(d["event_id"]))
+        self._seq += 1
+        task_id = _cut(d["task_id"])
+        task = tasks.get(task_id)
+        if task is None:
+            task = tasks[task_id] = TaskActivity(task_id, self.timeline_length, seen_at)
+            if len(tasks) > self.max_tasks:
+                tasks.popitem(last=False)
+        else:
+            tasks.move_to_end(task_id)
+        task.timeline.append(entry)
+        task.decisions += 1
+        task.last_seen, task.last_event_time = seen_at, d["event_time"]
+        task.last_verdict, task.last_risk = verdict, risk
+        task.risk = max(task.risk, risk)
+        if verdict != ALLOW:
+            task.alerts += 1
+            self._alerts.append((task_id, entry))
+            if RANK[verdict] > RANK[task.verdict]:
+                task.verdict = verdict
+            if verdict == REVOKE:
+                task.revoked = True
+        if task.agent_id is None:
+            task.agent_id = _cut(d.get("agent_id"))
+        etype = d["event_type"]
+        if etype == "task.intent" and task.goal is None and raw is not None:
+            task.goal = _goal(raw)
+        elif etype == "task.end":
+            task.ended = True
+        for c in cascade:  # a cascade revokes other tasks: mark the ones listed here
+            other = tasks.get(_cut(c.get("task_id")))
+            if other is not None:
+                other.revoked = True
 
     # -- the dashboard's side ------------------------------------------------------------
     def tasks(self, limit: int | None = None) -> list[dict]:

@@ -27,7 +27,7 @@ from monitor.profiles import build_engine
 
 from . import models
 from .alerting import AlertForwarder
-from .dashboard import goal_in, register_dashboard
+from .dashboard import register_dashboard
 from .decide import register_decide_view
 from .outbox import Outbox
 
@@ -224,7 +224,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         print(f"intentwatch: restored learned models: {sorted(model_snapshot)}",
               file=sys.stderr, flush=True)
     pipeline = Pipeline(engine, settings.max_event_bytes)
-    recorder = ActivityRecorder(goal_of=goal_in(stores[0]))  # what the dashboard shows
+    recorder = ActivityRecorder()  # what the dashboard shows
     models_topic = app.topic(models.topic_name(settings), key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw", partitions=1)
 
@@ -256,8 +256,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         a task's records stay together and in order); those of other tasks (a cascade, a
         freed task's held actions) go by key, as the producers' default partitioner puts
         them."""
-        # For the dashboard; before the states are written out (goal_in reads them).
-        recorder.record(d for decisions, _ in results for d in decisions)
+        recorder.record((e.value, decisions) for e, (decisions, _) in zip(events, results))
         outputs = (settings.topic_decisions, settings.topic_alerts, settings.topic_revocations)
         inputs = outbox.partitions(settings.topic_actions)
         copartitioned = all(outbox.partitions(t) == inputs for t in outputs)

@@ -44,17 +44,6 @@ PAGE_HEADERS = {"Content-Security-Policy": _csp(PAGE), "X-Content-Type-Options":
 JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
-def goal_in(store):
-    """`goal_of` for the recorder over the worker's task store. Asked at a task.intent
-    decision, before the batch's states are written out, so the state is the one the engine
-    just wrote (a dict lookup, no decoding)."""
-    def goal_of(task_id: str) -> str | None:
-        task = store.get(task_id)
-        intent = task.get("intent") if task else None
-        return intent.get("goal") if intent else None
-    return goal_of
-
-
 def _limit(request, default: int) -> int | None:
     raw = request.query.get("limit")
     if raw is None:

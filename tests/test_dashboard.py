@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import orjson
 import pytest
 
 from monitor.activity import MAX_EVIDENCE, MAX_GOAL, MAX_ID, ActivityRecorder
@@ -24,10 +25,6 @@ def sample_decisions() -> list[dict]:
     return out["decisions"]
 
 
-def goal_from(engine):
-    return lambda task_id: engine.store[task_id]["intent"]["goal"]
-
-
 def allow(task_id: str, t: float, tool: str = "read_inbox", **extra) -> dict:
     """A decision record as the engine writes it, verdict allow and no reasons."""
     return {"v": 1, "type": "decision", "decision_id": f"agent.action:{task_id}-{t}",
@@ -38,16 +35,12 @@ def allow(task_id: str, t: float, tool: str = "read_inbox", **extra) -> dict:
 
 
 def test_sample_trace_tasks_ranked_by_risk_with_verdicts_and_ended():
-    # The worker asks for a goal at the intent's decision, while the task's state holds the
-    # whole intent (an ended task's state keeps no goal): feed each event's decisions as the
-    # engine makes them.
+    # As the worker does: the whole trace as one batch, each record's bytes and decisions.
     engine = build_engine("full", Catalog.load(SAMPLE_CATALOG))
-    recorder = ActivityRecorder(goal_of=goal_from(engine))
-    decisions = []
-    for _, raw in read_lines(SAMPLE_TRACE):
-        decided = engine.process(decode(raw))
-        recorder.record(decided, seen_at=100.0)
-        decisions += decided
+    batch = [(raw, engine.process(decode(raw))) for _, raw in read_lines(SAMPLE_TRACE)]
+    recorder = ActivityRecorder()
+    recorder.record(batch, seen_at=100.0)
+    decisions = [d for _, ds in batch for d in ds]
     tasks = recorder.tasks()
     assert [t["task_id"] for t in tasks] == ["task-hijack-1", "task-benign-1"]
     hijack, benign = tasks
@@ -68,7 +61,7 @@ def test_sample_trace_tasks_ranked_by_risk_with_verdicts_and_ended():
 def test_timeline_holds_actions_reasons_evidence_and_the_command():
     decisions = sample_decisions()
     recorder = ActivityRecorder()
-    recorder.record(decisions)
+    recorder.record([(None, decisions)])
     found = recorder.timeline("task-hijack-1")
     expected = [d for d in decisions if d["task_id"] == "task-hijack-1"]
     timeline = found["timeline"]
@@ -91,7 +84,7 @@ def test_timeline_holds_actions_reasons_evidence_and_the_command():
 def test_alerts_are_the_non_allow_decisions_newest_first():
     decisions = sample_decisions()
     recorder = ActivityRecorder()
-    recorder.record(decisions)
+    recorder.record([(None, decisions)])
     alerts = recorder.alerts()
     flagged = [d for d in decisions if d["verdict"] != "allow"]
     assert [a["event_id"] for a in alerts] == [d["event_id"] for d in reversed(flagged)]
@@ -103,34 +96,34 @@ def test_alerts_are_the_non_allow_decisions_newest_first():
 def test_bounds_drop_the_least_recently_active_task_and_old_entries():
     recorder = ActivityRecorder(max_tasks=3, timeline_length=4, max_alerts=5)
     for i in range(5):
-        recorder.record([allow(f"t{i}", float(i))], seen_at=float(i))
+        recorder.record([(None, [allow(f"t{i}", float(i))])], seen_at=float(i))
     assert len(recorder) == 3
     assert {t["task_id"] for t in recorder.tasks()} == {"t2", "t3", "t4"}
-    recorder.record([allow("t2", 10.0)], seen_at=10.0)  # t2 active again: t3 goes next
-    recorder.record([allow("t5", 11.0)], seen_at=11.0)
+    recorder.record([(None, [allow("t2", 10.0)])], seen_at=10.0)  # t2 active again: t3 goes next
+    recorder.record([(None, [allow("t5", 11.0)])], seen_at=11.0)
     assert {t["task_id"] for t in recorder.tasks()} == {"t2", "t4", "t5"}
     for k in range(10):
-        recorder.record([allow("t5", 20.0 + k)])
+        recorder.record([(None, [allow("t5", 20.0 + k)])])
     timeline = recorder.timeline("t5")["timeline"]
     assert [e["event_time"] for e in timeline] == [26.0, 27.0, 28.0, 29.0]
     assert recorder.timeline("t5")["task"]["decisions"] == 11   # counted, not all kept
     for k in range(8):
-        recorder.record([allow("t4", 40.0 + k, verdict="alert", risk=0.6)])
+        recorder.record([(None, [allow("t4", 40.0 + k, verdict="alert", risk=0.6)])])
     assert [a["event_time"] for a in recorder.alerts()] == [47.0, 46.0, 45.0, 44.0, 43.0]
 
 
 def test_ties_in_risk_put_the_most_recently_active_first():
     recorder = ActivityRecorder()
-    recorder.record([allow("old", 1.0)], seen_at=1.0)
-    recorder.record([allow("new", 2.0)], seen_at=2.0)
-    recorder.record([allow("risky", 3.0, verdict="alert", risk=0.55)], seen_at=0.5)
+    recorder.record([(None, [allow("old", 1.0)])], seen_at=1.0)
+    recorder.record([(None, [allow("new", 2.0)])], seen_at=2.0)
+    recorder.record([(None, [allow("risky", 3.0, verdict="alert", risk=0.55)])], seen_at=0.5)
     assert [t["task_id"] for t in recorder.tasks()] == ["risky", "new", "old"]
     assert [t["task_id"] for t in recorder.tasks(limit=1)] == ["risky"]
 
 
 def test_an_alert_is_remembered_after_later_allows():
     recorder = ActivityRecorder()
-    recorder.record([allow("t", 1.0, verdict="alert", risk=0.7), allow("t", 2.0)])
+    recorder.record([(None, [allow("t", 1.0, verdict="alert", risk=0.7), allow("t", 2.0)])])
     task = recorder.tasks()[0]
     assert (task["verdict"], task["risk"], task["last_verdict"], task["last_risk"]) == (
         "alert", 0.7, "allow", 0.0)
@@ -139,10 +132,10 @@ def test_an_alert_is_remembered_after_later_allows():
 
 def test_a_cascade_marks_the_other_tasks_it_revokes():
     recorder = ActivityRecorder()
-    recorder.record([allow("parent", 1.0), allow("child", 1.0)])
+    recorder.record([(None, [allow("parent", 1.0), allow("child", 1.0)])])
     cascade = [{"command_id": "c2", "task_id": "parent", "credential_ids": ["cp"],
                 "scope": "credential", "reason": "cascade:child"}]
-    recorder.record([allow("child", 2.0, verdict="revoke", risk=0.95, cascade=cascade)])
+    recorder.record([(None, [allow("child", 2.0, verdict="revoke", risk=0.95, cascade=cascade)])])
     assert {t["task_id"]: t["revoked"] for t in recorder.tasks()} == {"parent": True,
                                                                          "child": True}
     entry = recorder.timeline("child")["timeline"][-1]
@@ -153,10 +146,10 @@ def test_strings_from_agents_are_cut_to_bounded_lengths():
     huge = "x" * 100_000
     reason = {"detector": "d", "code": "c", "risk": 0.6, "message": huge,
               "evidence": {"value": huge}}
-    recorder = ActivityRecorder(goal_of=lambda _: huge)
+    recorder = ActivityRecorder()
     decision = allow(huge, 1.0, tool=huge, verdict="alert", risk=0.6, reasons=[reason] * 50,
                      event_type="task.intent")
-    recorder.record([decision])
+    recorder.record([(orjson.dumps({"goal": huge}), [decision])])
     task = recorder.tasks()[0]
     assert len(task["task_id"]) <= MAX_ID + 3 and len(task["goal"]) <= MAX_GOAL + 3
     entry = recorder.timeline(huge)["timeline"][0]   # looked up by the full id
@@ -182,7 +175,7 @@ def test_the_page_puts_data_into_the_dom_only_as_text():
 
 def test_a_fault_in_recording_never_reaches_the_worker(caplog):
     recorder = ActivityRecorder()
-    recorder.record([{"task_id": "broken"}])   # not a decision record: logged, not raised
+    recorder.record([(None, [{"task_id": "broken"}])])  # not a decision: logged, not raised
     assert "could not record" in caplog.text
-    recorder.record([allow("t", 1.0)])
+    recorder.record([(None, [allow("t", 1.0)])])
     assert [t["task_id"] for t in recorder.tasks()] == ["t"]
