@@ -43,8 +43,7 @@ RANK = {ALLOW: 0, ALERT: 1, REVOKE: 2}
 # A timeline entry is a plain tuple (cheap to build on the worker's path) in this order;
 # `entry_json()` names its fields when it is served.
 ENTRY_FIELDS = ("seq", "seen_at", "event_time", "event_type", "tool", "phase", "verdict",
-                "risk", "reasons", "more_reasons", "command", "cascade", "more_cascade",
-                "event_id")
+                "risk", "reasons", "n_reasons", "command", "cascade", "n_cascade", "event_id")
 _NONE = ()
 
 
@@ -114,6 +113,8 @@ class TaskActivity:
 
 def entry_json(entry: tuple) -> dict:
     out = dict(zip(ENTRY_FIELDS, entry, strict=True))
+    out["more_reasons"] = out.pop("n_reasons") - len(out["reasons"])  # (beyond the bounds)
+    out["more_cascade"] = out.pop("n_cascade") - len(out["cascade"])
     out["reasons"], out["cascade"] = list(out["reasons"]), list(out["cascade"])
     return out
 
@@ -148,10 +149,9 @@ class ActivityRecorder:
     def _record(self, batch: Iterable[tuple[bytes | None, list[dict]]], seen_at: float) -> None:
         for raw, decisions in batch:
             for d in decisions:
-                self._one(raw, d, seen_at)
+                self._one(self._tasks, raw, d, seen_at)
 
-    def _one(self, raw: bytes | None, d: dict, seen_at: float) -> None:
-        tasks = self._tasks
+    def _one(self, tasks: OrderedDict, raw: bytes | None, d: dict, seen_at: float) -> None:
         # The entry first: it reads every field, so a record that is not a decision
         # changes nothing.
         verdict, risk, reasons, command, cascade = (
@@ -159,10 +159,10 @@ class ActivityRecorder:
         entry = (self._seq + 1, seen_at, d["event_time"], d["event_type"], _cut(d["tool"]),
                  d["phase"], verdict, risk,
                  tuple(_reason(r) for r in reasons[:MAX_REASONS]) if reasons else _NONE,
-                 max(0, len(reasons) - MAX_REASONS),
+                 len(reasons),
                  _command(command) if command else None,
                  tuple(_cascaded(c) for c in cascade[:MAX_CASCADE]) if cascade else _NONE,
-                 max(0, len(cascade) - MAX_CASCADE), _cut(d["event_id"]))
+                 len(cascade), _cut(d["event_id"]))
         self._seq += 1
         task_id = _cut(d["task_id"])
         task = tasks.get(task_id)
