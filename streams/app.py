@@ -18,6 +18,7 @@ import orjson
 from faust.streams import _current_event, current_event  # (no public setter)
 
 from monitor import metrics, signing
+from monitor.activity import ActivityRecorder
 from monitor.catalog import Catalog
 from monitor.config import Settings
 from monitor.pipeline import Pipeline, dead_letter_headers
@@ -26,6 +27,7 @@ from monitor.profiles import build_engine
 
 from . import lag, models
 from .alerting import AlertForwarder
+from .dashboard import register_dashboard
 from .decide import register_decide_view
 from .outbox import Outbox
 from .probes import register_readiness_view
@@ -223,6 +225,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         print(f"intentwatch: restored learned models: {sorted(model_snapshot)}",
               file=sys.stderr, flush=True)
     pipeline = Pipeline(engine, settings.max_event_bytes)
+    recorder = ActivityRecorder()  # what the dashboard shows
     models_topic = app.topic(models.topic_name(settings), key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw", partitions=1)
 
@@ -259,6 +262,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         a task's records stay together and in order); those of other tasks (a cascade, a
         freed task's held actions) go by key, as the producers' default partitioner puts
         them."""
+        recorder.record((e.value, decisions) for e, (decisions, _) in zip(events, results))
         outputs = (settings.topic_decisions, settings.topic_alerts, settings.topic_revocations)
         inputs = outbox.partitions(settings.topic_actions)
         copartitioned = all(outbox.partitions(t) == inputs for t in outputs)
@@ -347,5 +351,6 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     register_readiness_view(app, settings.app_id)
 
     register_decide_view(app, engine, tasks, settings)
+    register_dashboard(app, recorder, settings)
 
     return app

@@ -1,0 +1,97 @@
+"""The live dashboard on the worker's web server: GET /dashboard and its JSON endpoints.
+
+- GET /dashboard: one self-contained page (inline CSS and vanilla JS, nothing fetched from
+  elsewhere) that polls the endpoints below every 2 s;
+- GET /api/tasks: the tasks this worker decided lately, the riskiest first (`?limit=`);
+- GET /api/alerts: its recent alerts and revocations, the newest first;
+- GET /api/tasks/{task_id}: one task's timeline (actions, decisions, reasons, evidence,
+  revoke commands), 404 when this worker does not track it.
+
+What it shows comes from the worker's `monitor.activity.ActivityRecorder`, so each worker shows
+the partitions it owns. Task goals, tool names and evidence come from agents and may be hostile:
+the page puts data into the DOM only as text (textContent), never as HTML, and its Content
+Security Policy allows its own inline script and style only (by hash), so markup that slipped
+in could not run a script or load anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from importlib import resources
+
+import orjson
+from faust.web import View
+
+DASHBOARD_PATH = "/dashboard"
+PAGE = resources.files("streams").joinpath("dashboard.html").read_text(encoding="utf-8")
+
+
+def _csp(page: str) -> str:
+    """The page's Content Security Policy: its one inline script and style by their hashes."""
+    def digest(tag: str) -> str:
+        body = re.search(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL).group(1)
+        return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+    return (f"default-src 'none'; script-src {digest('script')}; style-src {digest('style')}; "
+            "connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+
+
+PAGE_HEADERS = {"Content-Security-Policy": _csp(PAGE), "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+def _limit(request, default: int) -> int | None:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+
+
+def _partitions(app, topic: str) -> list[int]:
+    """Partitions of `topic` this worker owns now (none before its first assignment)."""
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+
+
+def register_dashboard(app, recorder, settings) -> None:
+    """Add the dashboard's page and JSON endpoints to the worker's web server; they show
+    what `recorder` (a monitor.activity.ActivityRecorder the worker feeds) holds."""
+
+    def json(web, body: dict, status: int = 200):
+        return web.bytes(orjson.dumps(body), content_type="application/json", status=status,
+                         headers=JSON_HEADERS)
+
+    def worker_info() -> dict:
+        return {"app_id": settings.app_id, "url": str(app.conf.canonical_url), "now": time.time(),
+                "partitions": _partitions(app, settings.topic_actions),
+                "bounds": recorder.bounds(), "tracked": len(recorder)}
+
+    class DashboardPage(View):
+        async def get(self, request):
+            return self.web.html(PAGE, headers=PAGE_HEADERS)  # (charset utf-8)
+
+    class TasksView(View):
+        async def get(self, request):
+            return json(self.web, {"worker": worker_info(),
+                                   "tasks": recorder.tasks(_limit(request, 100))})
+
+    class AlertsView(View):
+        async def get(self, request):
+            return json(self.web, {"worker": worker_info(),
+                                   "alerts": recorder.alerts(_limit(request, 100))})
+
+    class TaskView(View):
+        async def get(self, request, task_id: str):
+            found = recorder.timeline(task_id)
+            if found is None:
+                return json(self.web, {"error": "unknown_task", "reason":
+                                       "this worker has no recent decision of that task"}, 404)
+            return json(self.web, found)
+
+    app.page(DASHBOARD_PATH, name="intentwatch_dashboard")(DashboardPage)
+    app.page("/api/tasks", name="intentwatch_api_tasks")(TasksView)
+    app.page("/api/alerts", name="intentwatch_api_alerts")(AlertsView)
+    app.page("/api/tasks/{task_id}", name="intentwatch_api_task")(TaskView)
