@@ -105,6 +105,8 @@ def run_demo(trace: Path, catalog: Path, keep: bool = False) -> int:
                 if line.startswith(("intentwatch_decisions_total", "intentwatch_revoke_commands_total",
                                     "intentwatch_events_total")):
                     _say("    " + line)
+        _say(f"    the live dashboard: http://127.0.0.1:{web_port}/dashboard "
+             f"(keep it up with intentwatch demo --keep-running)")
         if keep:
             _say("Broker and worker keep running; press Ctrl-C to stop.")
             try:
