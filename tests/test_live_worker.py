@@ -158,8 +158,12 @@ def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
 
     second = start_worker(prefix, **keep)
     asyncio.run(produce(as_lines(odd), s))
-    records = read_outputs(second, lambda rs: count(rs, s.topic_decisions)
-                           >= len(training) + len(odd), timeout=90)
+    # Wait for the odd task's own decisions: a count of all decisions can be reached early,
+    # when the second worker re-decides training records whose offsets the first had not
+    # committed yet (at least once).
+    odd_ids = {e["event_id"] for e in odd if "event_id" in e}
+    records = read_outputs(second, lambda rs: odd_ids <= {
+        d["event_id"] for d in local.values(rs, s.topic_decisions)}, timeout=90)
     live = [d for d in local.values(records, s.topic_decisions) if d["task_id"] == "odd"]
     send = next(d for d in live if d["phase"] == "requested")
     # Only a sequence model that remembers the 60 clean tasks finds this move improbable.
