@@ -83,9 +83,13 @@ class Catalog:
     @classmethod
     def load(cls, path: str | Path) -> Catalog:
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_bytes())
         except json.JSONDecodeError as exc:
             raise InputError(path, f"not JSON: {exc}", exc.lineno) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(path, f"not UTF-8 text: {exc}") from None
+        except RecursionError:  # the stdlib parser recurses once per level of nesting
+            raise InputError(path, "nested too deeply") from None
         if not isinstance(data, dict):
             raise InputError(path, "a catalog must be a JSON object")
         try:

@@ -212,6 +212,10 @@ def read_file(path: str) -> dict:
         raise ConfigError(f"{path}: no such settings file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # (tomllib decodes the whole file first)
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     for key, value in data.items():
         if key not in SETTINGS:
             near = difflib.get_close_matches(key, SETTINGS, n=1)
