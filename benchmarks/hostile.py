@@ -157,7 +157,7 @@ assert OVERSIZE_BYTES > DEFAULT_MAX_BYTES  # the oversize kind must be over the 
 def hostile_record(rng: random.Random, good: dict, kind: str | None = None
                    ) -> tuple[str, bytes | None, bytes | None, str]:
     """(kind, value, key, expected reason) of one hostile record made from `good`. The key
-    is the task id, none, or bytes that are not UTF-8: a broken value's reason does not depend
+    is the task id, none (unless there is no value either), or bytes that are not UTF-8: a broken value's reason does not depend
     on it. kind None: a random one, or (1 in 15) a good value under a wrong key."""
     task_key = good["task_id"].encode()
     if kind is None and rng.randrange(len(KINDS) + 1) == 0:
@@ -166,5 +166,6 @@ def hostile_record(rng: random.Random, good: dict, kind: str | None = None
         return kind, _dumps(good), rng.choice(BAD_KEYS), KEY_MISMATCH
     kind = kind or rng.choice(sorted(KINDS))
     make, reason = KINDS[kind]
-    key = rng.choice((task_key, task_key, None, b"\xff\xfe"))
-    return kind, make(rng, good), key, reason
+    value = make(rng, good)
+    key = rng.choice((task_key, task_key, b"\xff\xfe") + ((None,) if value is not None else ()))
+    return kind, value, key, reason  # (Kafka needs a key or a value)

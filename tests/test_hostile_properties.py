@@ -273,3 +273,14 @@ def test_generators_are_deterministic_for_a_seed():
         rnd = random.Random(seed)
         return [hostile_record(rnd, GOOD[i % len(GOOD)]) for i in range(200)]
     assert draw(3) == draw(3)
+
+
+@FAST
+@given(st.text(max_size=60),
+       st.text(st.characters(blacklist_categories=("Z", "C")), min_size=1, max_size=20))
+def test_bearer_check_of_any_header_is_true_or_false_never_an_error(header, token):
+    """A header with bytes that are not UTF-8 arrives from aiohttp as lone surrogates."""
+    from streams.decide import authorized
+    for value in (header, "Bearer " + header, "Bearer \udcff\udcfe" + header):
+        assert authorized(value, token) in (True, False)
+    assert authorized("Bearer " + token, token)
