@@ -69,7 +69,10 @@ def authorized(header: str | None, token: str) -> bool:
     scheme, _, presented = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(presented.strip().encode(), token.encode())
+    # surrogateescape: aiohttp hands over header bytes that are not UTF-8 as lone surrogates,
+    # which a plain encode() refuses (a 500 instead of a 401)
+    return hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"),
+                               token.encode("utf-8", "surrogateescape"))
 
 
 def parse_proposal(raw: bytes | None, max_bytes: int) -> dict:

@@ -70,7 +70,8 @@ async def echo(args: dict) -> str:
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # (a bearer token from a header may hold lone surrogates: bytes that are not UTF-8)
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass
