@@ -48,7 +48,11 @@ def _limit(request, default: int) -> int | None:
     raw = request.query.get("limit")
     if raw is None:
         return default
-    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+    try:  # (not str.isdigit: "²" is a digit that int() refuses, and so is a 5,000-digit one)
+        value = int(raw)
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _partitions(app, topic: str) -> list[int]:
