@@ -75,6 +75,8 @@ def copy_run(run: list[dict], n: int, seed: int, start: float) -> list[dict]:
         e = dict(e)
         e["task_id"] = task_id
         e["event_time"] = start + (e["event_time"] - t0)
+        if isinstance(e.get("expires_at"), (int, float)):  # a deadline moves with its run
+            e["expires_at"] = start + (e["expires_at"] - t0)
         if e.get("event_id"):
             e["event_id"] = e["event_id"].replace(old_task, task_id, 1)
         call_id = e.get("call_id")

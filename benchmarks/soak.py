@@ -39,6 +39,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks import scale
+from benchmarks.broker import wait_ready
 from benchmarks.broker_trace import Trace
 from benchmarks.hostile import hostile_record
 from benchmarks.processes import commit, log_warnings, machine
@@ -183,6 +184,7 @@ def soak(bootstrap: str | None, events: int, hostile: float, seed: int = scale.S
                    "acks")}
         settings = Settings(broker=f"kafka://{bootstrap}", partitions=partitions, **topics)
         asyncio.run(ensure_topics(settings, settings.topics()))
+        asyncio.run(wait_ready(bootstrap, settings.topics(), partitions))
 
         t = time.monotonic()
         trace = Trace(source, None, active, seed)
