@@ -119,7 +119,7 @@ class Engine:
         if task["intent"] is None:
             task["intent"] = st.kept_intent(intent)
             reasons.extend(delegation.register(self.registry, task["task_id"], intent))
-        elif _without_time(task["intent"]) != _without_time(st.kept_intent(intent)):
+        elif _without_time(task["intent"]) != _without_time(_as_kept(task, intent)):
             # The first declaration stands: a task cannot widen its own intent mid-flight.
             reasons.append(finding("engine", "intent_redeclared", SUSPICIOUS,
                                    "a second, different intent for a running task was ignored"))
@@ -292,6 +292,13 @@ def _decision_id(event: dict) -> str:
     if event.get("credential_id"):  # several credential events per task, often without ids
         return f"{event['type']}:{event['task_id']}:{event['credential_id']}"
     return f"{event['type']}:{event['task_id']}"
+
+
+def _as_kept(task: dict, intent: dict) -> dict:
+    """The intent as the task's state keeps it: an ended task keeps less of it, and the same
+    intent read again after a crash (at least once) must compare equal."""
+    kept = st.kept_intent(intent)
+    return st.ended_intent(kept) if task["ended_at"] is not None else kept
 
 
 def _without_time(intent: dict) -> dict:

@@ -145,6 +145,11 @@ _ENDED_INTENT = ("agent_id", "workload_id", "parent_task_id", "tools", "scopes",
                  "max_side_effects", "expires_at", "credentials", "event_time")
 
 
+def ended_intent(intent: dict) -> dict:
+    """What an ended task keeps of its intent."""
+    return dict({k: intent[k] for k in _ENDED_INTENT if k in intent}, goal="")
+
+
 def compact_ended(task: dict) -> dict:
     """A smaller state for an ended task, with the same shape as a live one."""
     small = new_task(task["task_id"])
@@ -152,8 +157,7 @@ def compact_ended(task: dict) -> dict:
         if key in task:
             small[key] = task[key]
     if task["intent"] is not None:
-        small["intent"] = {k: task["intent"][k] for k in _ENDED_INTENT if k in task["intent"]}
-        small["intent"]["goal"] = ""
+        small["intent"] = ended_intent(task["intent"])
     w = task["window"]
     small["window"].update(actions=w["actions"], side_effects=w["side_effects"],
                            errors=w["errors"], first_time=w["first_time"],

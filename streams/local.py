@@ -32,6 +32,14 @@ def start_broker(state_dir: Path) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def restart_broker(state_dir: Path) -> str:
+    """Stop the broker started in state_dir and start it again with its data, on the same
+    ports; return its bootstrap address (unchanged)."""
+    out = subprocess.run([str(KAFKA_SCRIPT), "restart", str(state_dir)], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
 def stop_broker(state_dir: Path) -> None:
     subprocess.run([str(KAFKA_SCRIPT), "stop", str(state_dir)], check=False)
 

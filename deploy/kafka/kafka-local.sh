@@ -5,6 +5,8 @@
 #   kafka-local.sh start STATE_DIR   format storage, start on free loopback ports, wait until it
 #                                    serves; prints the bootstrap address (host:port)
 #   kafka-local.sh stop STATE_DIR    stop it cleanly (SIGTERM, then SIGKILL after 30 s)
+#   kafka-local.sh restart STATE_DIR stop it, then start it again with its data, on the same
+#                                    ports (no formatting); prints the bootstrap address
 #   kafka-local.sh status STATE_DIR  exit 0 and print the bootstrap address if it runs
 #
 # Environment: KAFKA_VERSION (default 4.0.0), INTENTWATCH_CACHE (default ~/.cache/intentwatch),
@@ -126,10 +128,36 @@ stop() {
   rm -f "$dir/pid"
 }
 
+# Keeps data, ports and configuration of an earlier `start`: the fault tests restart a broker
+# under load and expect every record it had acknowledged to be there afterwards.
+restart() {
+  local dir="$1" started
+  [ -f "$dir/server.properties" ] && [ -f "$dir/bootstrap" ] || die "no broker was started in $dir"
+  dir="$(cd "$dir" && pwd)"
+  stop "$dir"
+  # The old log says "started" already: wait for one more such line than it has now.
+  started="$(grep -c "Kafka Server started" "$dir/server.log" 2>/dev/null || true)"
+  local java_opts=(-cp "$LIBS/*" -Dkafka.logs.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties")
+  setsid java ${KAFKA_HEAP:--Xmx768m} -XX:+UseG1GC "${java_opts[@]}" kafka.Kafka "$dir/server.properties" \
+    >> "$dir/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  local waited=0
+  until [ "$(grep -c "Kafka Server started" "$dir/server.log" 2>/dev/null || true)" -gt "${started:-0}" ]; do
+    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+      tail -n 30 "$dir/stdout.log" "$dir/server.log" >&2 2>/dev/null || true
+      die "broker exited during restart"
+    fi
+    [ "$waited" -ge 600 ] && { stop "$dir"; die "broker did not restart within 60 s"; }
+    sleep 0.1; waited=$((waited + 1))
+  done
+  cat "$dir/bootstrap"
+}
+
 case "${1:-}" in
   fetch) fetch ;;
   start) [ $# -eq 2 ] || die "usage: $0 start STATE_DIR"; start "$2" ;;
   stop) [ $# -eq 2 ] || die "usage: $0 stop STATE_DIR"; stop "$2" ;;
+  restart) [ $# -eq 2 ] || die "usage: $0 restart STATE_DIR"; restart "$2" ;;
   status) [ $# -eq 2 ] || die "usage: $0 status STATE_DIR"; status "$2" ;;
-  *) echo "usage: $0 {fetch|start DIR|stop DIR|status DIR}" >&2; exit 2 ;;
+  *) echo "usage: $0 {fetch|start DIR|stop DIR|restart DIR|status DIR}" >&2; exit 2 ;;
 esac

@@ -1,0 +1,114 @@
+"""Faults on the real broker (benchmarks/faults.py runs them, these tests assert): a worker
+killed with SIGKILL mid-stream, a worker joining and one leaving while events flow, the broker
+restarted under load. After each: the revoke commands are the replay's, by id, none missing and
+none extra; no decision is lost; task and model state came back."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from benchmarks import faults
+from monitor.contracts import decode
+from monitor.profiles import build_engine
+from streams import local
+
+from . import synthetic
+
+TASKS = 600  # 3,600 events, 150 violations: a few seconds of stream at the paced rate
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return faults.write_catalog(tmp_path_factory.mktemp("faults-catalog"))
+
+
+def assert_guarantees(run: faults.Run) -> None:
+    figures = run.figures()
+    assert figures["violations"] >= TASKS // 4
+    assert figures["commands_missing"] == 0 and figures["commands_unexpected"] == 0, figures
+    assert figures["commands_seen"] == figures["commands_expected"]
+    assert figures["decisions_lost"] == 0 and figures["decisions_unexpected"] == 0, figures
+    # A re-delivered intent is the same intent, not a redeclaration (the bug this found).
+    assert not [d for d in run.decisions if any(
+        r["code"] == "intent_redeclared" for r in d["reasons"])]
+    # Task state came back from the changelog: the probes' tasks ended, or were revoked,
+    # before the fault, and only their recovered state says so.
+    after_end = run.decision_of(run.probes["after_end"])
+    assert "after_task_end" in {r["code"] for r in after_end["reasons"]}
+    after_revoke = run.decision_of(run.probes["after_revoke"])
+    assert "task_revoked" in {r["code"] for r in after_revoke["reasons"]}
+    # Model state came back (snapshot + the records read again): only a sequence model that
+    # remembers the trace's clean tasks finds this send improbable (a fresh one does not:
+    # test_the_odd_probe_needs_a_trained_model).
+    odd = run.decision_of(run.probes["odd_send"])
+    assert "improbable_move" in {r["code"] for r in odd["reasons"]}
+
+
+@pytest.mark.kafka
+def test_a_worker_killed_mid_stream_loses_nothing_after_its_restart(start_worker, catalog,
+                                                                    tmp_path):
+    scenario = faults.Scenario("sigkill", start_worker, faults.fault_trace(TASKS), catalog,
+                               f"kill-{tmp_path.name[-12:]}")
+    run = scenario.run(faults.kill_and_restart(scenario))
+    assert_guarantees(run)
+
+
+@pytest.mark.kafka
+def test_a_worker_joining_and_one_leaving_lose_nothing(start_worker, catalog, tmp_path):
+    # Slow enough that the trace is still being sent when the second worker is up.
+    scenario = faults.Scenario("join_leave", start_worker, faults.fault_trace(TASKS), catalog,
+                               f"join-{tmp_path.name[-12:]}", rate=250.0)
+    run = scenario.run(faults.join_then_leave(scenario), at=0.25)
+    assert run.sent_after_fault > 0  # the first worker left while events flowed
+    assert_guarantees(run)
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory):
+    """A broker of this module's own: restarting the session's would disturb other tests."""
+    state = tmp_path_factory.mktemp("kafka-restart")
+    bootstrap = local.start_broker(state)
+    yield bootstrap, state
+    local.stop_broker(state)
+
+
+@pytest.mark.kafka
+def test_a_broker_restart_under_load_loses_and_repeats_nothing(own_broker, catalog, tmp_path):
+    bootstrap, state = own_broker
+    workers = faults.Workers(bootstrap, tmp_path)
+    try:
+        scenario = faults.Scenario("broker_restart", workers, faults.fault_trace(TASKS),
+                                   catalog, f"restart-{tmp_path.name[-12:]}")
+        run = scenario.run(faults.restart_broker(state))
+    finally:
+        workers.stop_all()
+    assert_guarantees(run)
+    assert run.figures()["command_duplicates"] == 0
+
+
+def test_the_odd_probe_needs_a_trained_model(catalog):
+    """The model probe of the tests above proves something: a fresh engine does not flag it,
+    one that has seen the trace does."""
+    lines = faults.fault_trace(TASKS)
+    probe = [orjson.dumps(e) for e in faults.odd_task(10**6)]
+    send_id = faults.odd_task(0)[1]["event_id"]
+    for seen, flagged in ((lines, True), ([], False)):
+        decisions = {d["event_id"]: d for d in faults.replayed(seen + probe, catalog)}
+        codes = {r["code"] for r in decisions[send_id]["reasons"]}
+        assert ("improbable_move" in codes) == flagged
+
+
+def test_an_intent_read_again_after_its_task_ended_is_not_a_redeclaration():
+    """At least once: after a crash the worker reads again records it had decided, and a
+    task's state may already hold its end. The same intent is no redeclaration then; a
+    different one still is."""
+    engine = build_engine("full")
+    events = [decode(orjson.dumps(e)) for e in synthetic.benign(1, 0.0)]
+    for event in events:
+        engine.process(event)
+    again = engine.process(events[0])[0]
+    assert again["reasons"] == [] and again["verdict"] == "allow"
+    wider = dict(events[0], tools=["read_inbox", "send_email", "send_money"])
+    codes = {r["code"] for r in engine.process(wider)[0]["reasons"]}
+    assert "intent_redeclared" in codes
