@@ -290,6 +290,11 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
                     outbox.add(settings.topic_revocations, command_key,
                                orjson.dumps(sign(command)),
                                partition if command_key == key else None)
+        # Outputs first, then the state that records them: had both gone at once, a crash
+        # could store a task's "revoked" state without its revoke command, and the record,
+        # decided again from that state, would issue none (RELIABILITY.md). This way a crash
+        # in between only repeats outputs, with the same ids.
+        await outbox.send()
         for store in stores:
             for key, value, partition in store.changes():
                 outbox.add(store.changelog, key, value, partition)
