@@ -19,6 +19,7 @@ from monitor.policy import Policy
 from monitor.profiles import PROFILES, build_engine
 from monitor.replay import FIRST_BAD_LINES, count_lines, read_lines, replay
 
+from .kafka_security import BrokerAccessError
 from .progress import Progress, report_bad_lines
 
 DATA = Path(__file__).resolve().parents[1] / "monitor" / "data"
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
         print(f"intentwatch: {what}", file=sys.stderr)
         return 2
+    except BrokerAccessError as exc:
+        print(f"intentwatch: cannot use the Kafka broker: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("intentwatch: interrupted", file=sys.stderr)
         return 130
