@@ -117,6 +117,9 @@ def cmd_produce(args, settings: Settings) -> int:
     check = LineCheck(settings.max_event_bytes)
     try:
         counts = asyncio.run(produce(check(read_lines(args.trace)), settings, progress))
+    except BrokerAccessError as exc:
+        print(f"intentwatch: produce to {settings.bootstrap} failed: {exc}", file=sys.stderr)
+        return 1
     except (KafkaError, OSError) as exc:
         print(f"intentwatch: produce to {settings.bootstrap} failed: {type(exc).__name__}: "
               f"{exc}", file=sys.stderr)
