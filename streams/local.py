@@ -63,9 +63,11 @@ def worker_env(bootstrap: str, **settings) -> dict:
     return env
 
 
-def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+def start_worker(env: dict, log_path: Path, command: tuple[str, ...] = ("worker",)
+                 ) -> subprocess.Popen:
+    """An `intentwatch <command>` process (by default the worker), its output in log_path."""
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", *command], env=env,
                                 cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 

@@ -20,6 +20,7 @@ from streams import local
 from streams.kafka_security import faust_credentials, kafka_client_options
 
 from .conftest import SAMPLE_CATALOG, SAMPLE_TRACE
+from .secure_broker import secure_kafka_fixture  # noqa: F401 (the secure_kafka fixture)
 
 CLI = [sys.executable, "-m", "streams.cli"]
 
@@ -84,19 +85,6 @@ def test_one_helper_gives_every_client_its_options():
 
 
 # -- the secure broker ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def secure_kafka(tmp_path_factory):
-    """(bootstrap, the client settings, state dir) of a broker whose only client listener is
-    SASL_SSL with SCRAM-SHA-512, its certificate signed by a CA made for it."""
-    missing = local.have_java_and_maven()
-    if missing:
-        pytest.fail(f"the secure broker needs Java and Maven: {missing} not found")
-    state = tmp_path_factory.mktemp("kafka-secure")
-    bootstrap = local.start_broker(state, secure=True)
-    yield bootstrap, local.secure_client_settings(state), state
-    local.stop_broker(state)
-
-
 def cli(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], env=env, cwd=str(local.ROOT), capture_output=True,
                           text=True, timeout=timeout, check=False)
