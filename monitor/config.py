@@ -68,6 +68,18 @@ def _http_url(v):
         "must be empty or an http:// or https:// URL"
 
 
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _one_of(choices):
+    return lambda v: None if v in choices else "must be one of " + ", ".join(choices)
+
+
+def _file_or_empty(v):
+    return None if not v or os.path.isfile(v) else "no such file"
+
+
 def setting(default, help: str, check=None, secret: bool = False):
     """A field of Settings with its documentation. A secret stays out of repr(), of
     `config show` and of every error message."""
@@ -148,6 +160,21 @@ class Settings:
                                "most recently used first (about 6 KB each)", _at_least(0))
     decide_token: str = setting("", "bearer token of POST /v1/decide (empty: the endpoint "
                                 "refuses every request)", secret=True)
+    dashboard_token: str = setting("", "bearer token of the dashboard's data (/api/*; the "
+                                   "page asks for it; empty: the data endpoints refuse every "
+                                   "request)", secret=True)
+    # Kafka client security: every client of the project takes these (streams.kafka_security).
+    security_protocol: str = setting("PLAINTEXT", "Kafka security protocol: PLAINTEXT, SSL, "
+                                     "SASL_PLAINTEXT or SASL_SSL", _one_of(PROTOCOLS))
+    sasl_mechanism: str = setting("SCRAM-SHA-512", "SASL mechanism (with SASL_*): "
+                                  "SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN", _one_of(MECHANISMS))
+    sasl_username: str = setting("", "SASL user name (required with SASL_*)")
+    sasl_password: str = setting("", "SASL password (required with SASL_*)", secret=True)
+    ssl_cafile: str = setting("", "PEM file of the CA(s) that signed the brokers' certificates "
+                              "(with SSL or SASL_SSL; empty: the system's CAs)", _file_or_empty)
+    ssl_certfile: str = setting("", "PEM client certificate for mutual TLS (optional; with "
+                                "ssl_keyfile)", _file_or_empty)
+    ssl_keyfile: str = setting("", "PEM private key of ssl_certfile (optional)", _file_or_empty)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -269,6 +296,29 @@ def _validate(settings: Settings, origins: dict) -> None:
     if settings.alert_at > settings.revoke_at:
         raise ConfigError(f"{describe('alert_at', origins)} = {settings.alert_at!r} must not be "
                           f"above {describe('revoke_at', origins)} = {settings.revoke_at!r}")
+    problem = _kafka_security_problem(settings)
+    if problem:
+        name, what = problem
+        raise ConfigError(f"{describe(name, origins)}: {what}")
+
+
+def _kafka_security_problem(s: Settings) -> tuple[str, str] | None:
+    """(setting, what is wrong) when the Kafka security settings do not fit together: a
+    setting that the protocol would silently ignore is an error, not a surprise."""
+    sasl, tls = s.security_protocol.startswith("SASL_"), s.security_protocol.endswith("SSL")
+    if sasl and not (s.sasl_username and s.sasl_password):
+        return ("sasl_username" if not s.sasl_username else "sasl_password",
+                f"must be set with security_protocol {s.security_protocol}")
+    if not sasl and (s.sasl_username or s.sasl_password):
+        return ("sasl_username" if s.sasl_username else "sasl_password",
+                f"is set but security_protocol {s.security_protocol} uses no SASL")
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(s, name) and not tls:
+            return name, f"is set but security_protocol {s.security_protocol} uses no TLS"
+    if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
+        return ("ssl_keyfile" if s.ssl_certfile else "ssl_certfile",
+                "ssl_certfile and ssl_keyfile go together (mutual TLS)")
+    return None
 
 
 def _bool(raw: str) -> bool:

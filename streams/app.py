@@ -29,6 +29,7 @@ from . import lag, models
 from .alerting import AlertForwarder
 from .dashboard import register_dashboard
 from .decide import register_decide_view
+from .kafka_security import faust_credentials
 from .outbox import Outbox
 from .probes import register_readiness_view
 
@@ -185,6 +186,7 @@ def new_app(settings: Settings) -> faust.App:
         web_host=settings.web_host,  # advertised to the group: /v1/decide forwarding
         web_bind=settings.web_bind,
         datadir=settings.data_dir,
+        broker_credentials=faust_credentials(settings),  # TLS, SASL (None: plaintext)
         **fast,
     )
 

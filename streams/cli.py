@@ -19,6 +19,7 @@ from monitor.policy import Policy
 from monitor.profiles import PROFILES, build_engine
 from monitor.replay import FIRST_BAD_LINES, count_lines, read_lines, replay
 
+from .kafka_security import BrokerAccessError
 from .progress import Progress, report_bad_lines
 
 DATA = Path(__file__).resolve().parents[1] / "monitor" / "data"
@@ -116,6 +117,9 @@ def cmd_produce(args, settings: Settings) -> int:
     check = LineCheck(settings.max_event_bytes)
     try:
         counts = asyncio.run(produce(check(read_lines(args.trace)), settings, progress))
+    except BrokerAccessError as exc:
+        print(f"intentwatch: produce to {settings.bootstrap} failed: {exc}", file=sys.stderr)
+        return 1
     except (KafkaError, OSError) as exc:
         print(f"intentwatch: produce to {settings.bootstrap} failed: {type(exc).__name__}: "
               f"{exc}", file=sys.stderr)
@@ -299,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
         print(f"intentwatch: {what}", file=sys.stderr)
         return 2
+    except BrokerAccessError as exc:
+        print(f"intentwatch: cannot use the Kafka broker: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("intentwatch: interrupted", file=sys.stderr)
         return 130

@@ -12,6 +12,12 @@ the partitions it owns. Task goals, tool names and evidence come from agents and
 the page puts data into the DOM only as text (textContent), never as HTML, and its Content
 Security Policy allows its own inline script and style only (by hash), so markup that slipped
 in could not run a script or load anything.
+
+Authentication: the JSON endpoints answer only a request with `Authorization: Bearer <token>`
+equal to `Settings.dashboard_token` (constant-time compare, decide.authorized); with no token
+configured they refuse every request (401). The page itself holds no data and is served to
+anyone: it takes the token from the URL's fragment (#token=..., never sent to the server) or
+from a form, keeps it in the tab's sessionStorage, and sends it on its fetches.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from importlib import resources
 
 import orjson
 from faust.web import View
+
+from .decide import authorized
 
 DASHBOARD_PATH = "/dashboard"
 PAGE = resources.files("streams").joinpath("dashboard.html").read_text(encoding="utf-8")
@@ -64,9 +72,9 @@ def register_dashboard(app, recorder, settings) -> None:
     """Add the dashboard's page and JSON endpoints to the worker's web server; they show
     what `recorder` (a monitor.activity.ActivityRecorder the worker feeds) holds."""
 
-    def json(web, body: dict, status: int = 200):
+    def json(web, body: dict, status: int = 200, headers: dict | None = None):
         return web.bytes(orjson.dumps(body), content_type="application/json", status=status,
-                         headers=JSON_HEADERS)
+                         headers={**JSON_HEADERS, **(headers or {})})
 
     def worker_info() -> dict:
         return {"app_id": settings.app_id, "url": str(app.conf.canonical_url), "now": time.time(),
@@ -77,17 +85,27 @@ def register_dashboard(app, recorder, settings) -> None:
         async def get(self, request):
             return self.web.html(PAGE, headers=PAGE_HEADERS)  # (charset utf-8)
 
-    class TasksView(View):
+    class DataView(View):
+        """A JSON endpoint: refuses (401) a request without the dashboard token."""
+
+        async def dispatch(self, request):
+            if not authorized(request.headers.get("Authorization"), settings.dashboard_token):
+                return json(self.web, {"error": "unauthorized", "reason": "missing or wrong "
+                                       "bearer token (INTENTWATCH_DASHBOARD_TOKEN)"}, 401,
+                            {"WWW-Authenticate": 'Bearer realm="intentwatch"'})
+            return await super().dispatch(request)
+
+    class TasksView(DataView):
         async def get(self, request):
             return json(self.web, {"worker": worker_info(),
                                    "tasks": recorder.tasks(_limit(request, 100))})
 
-    class AlertsView(View):
+    class AlertsView(DataView):
         async def get(self, request):
             return json(self.web, {"worker": worker_info(),
                                    "alerts": recorder.alerts(_limit(request, 100))})
 
-    class TaskView(View):
+    class TaskView(DataView):
         async def get(self, request, task_id: str):
             found = recorder.timeline(task_id)
             if found is None:

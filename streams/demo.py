@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import secrets
 import tempfile
 import time
 import urllib.request
@@ -70,9 +71,11 @@ def run_demo(trace: Path, catalog: Path, keep: bool = False) -> int:
         web_port = local.free_port()
         private, _ = generate_key_pair()  # a throwaway key: the demo's commands are signed
         (state / "signing.pem").write_bytes(private)
+        dashboard_token = secrets.token_urlsafe(24)  # this run's only: the URL below holds it
         env = local.worker_env(bootstrap, app_id="intentwatch-demo", fast_rebalance=1,
                                catalog=catalog, web_port=web_port, data_dir=state / "worker",
-                               signing_key=state / "signing.pem")
+                               signing_key=state / "signing.pem",
+                               dashboard_token=dashboard_token)
         _say(f"2/4 Starting the intentwatch worker (broker {bootstrap}, log {state}/worker.log)")
         proc = local.start_worker(env, state / "worker.log")
         local.wait_healthy(web_port, proc, state / "worker.log")
@@ -105,8 +108,9 @@ def run_demo(trace: Path, catalog: Path, keep: bool = False) -> int:
                 if line.startswith(("intentwatch_decisions_total", "intentwatch_revoke_commands_total",
                                     "intentwatch_events_total")):
                     _say("    " + line)
-        _say(f"    the live dashboard: http://127.0.0.1:{web_port}/dashboard "
-             f"(keep it up with intentwatch demo --keep-running)")
+        # The token rides in the fragment: the browser keeps it, no server log sees it.
+        _say(f"    the live dashboard: http://127.0.0.1:{web_port}/dashboard#token="
+             f"{dashboard_token} (keep it up with intentwatch demo --keep-running)")
         if keep:
             _say("Broker and worker keep running; press Ctrl-C to stop.")
             try:

@@ -38,6 +38,8 @@ from monitor.config import Settings
 from monitor.enforcement import REPLAYED, Verifier
 from monitor.metrics import REGISTRY
 
+from .kafka_security import kafka_client_options
+
 log = logging.getLogger("intentwatch.enforcer")
 
 ENFORCED, REJECTED, FAILED = "enforced", "rejected", "failed"
@@ -122,12 +124,12 @@ async def run_enforcer(settings: Settings, verifier: Verifier, adapters: Sequenc
     enforcer = enforcer or default_enforcer_name()
     timeouts = ({"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
                 if settings.fast_rebalance else {})
-    consumer = AIOKafkaConsumer(settings.topic_revocations, bootstrap_servers=settings.bootstrap,
+    consumer = AIOKafkaConsumer(settings.topic_revocations, **kafka_client_options(settings),
                                 group_id=group_id, enable_auto_commit=False,
                                 # a new group starts at the beginning: an old command is then
                                 # acked as expired, but none issued before the start is missed
                                 auto_offset_reset="earliest", **timeouts)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_client_options(settings), enable_idempotence=True)
     counts: Counter = Counter()
     await producer.start()
     try:

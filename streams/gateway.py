@@ -46,6 +46,7 @@ from monitor.contracts import validate
 from monitor.metrics import REGISTRY
 
 from .enforcer import default_enforcer_name, run_enforcer, verifier_from_settings
+from .kafka_security import kafka_client_options
 from .produce import ensure_topics
 
 log = logging.getLogger("intentwatch.gateway")
@@ -112,7 +113,8 @@ class Gateway:
         s = self.settings
         await ensure_topics(s, [s.topic_intents, s.topic_actions, s.topic_revocations,
                                 s.topic_acks])
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, enable_idempotence=True)
+        self._producer = AIOKafkaProducer(**kafka_client_options(s),
+                                          enable_idempotence=True)
         await self._producer.start()
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.decide_timeout))

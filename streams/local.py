@@ -25,10 +25,12 @@ def have_java_and_maven() -> str | None:
     return ", ".join(missing) or None
 
 
-def start_broker(state_dir: Path) -> str:
-    """Start the local broker; return its bootstrap address host:port."""
+def start_broker(state_dir: Path, secure: bool = False) -> str:
+    """Start the local broker; return its bootstrap address host:port. `secure`: its one
+    client listener is SASL_SSL with SCRAM-SHA-512 (see secure_client_settings)."""
+    env = dict(os.environ, KAFKA_SECURITY="scram-tls" if secure else "plaintext")
     out = subprocess.run([str(KAFKA_SCRIPT), "start", str(state_dir)], check=True,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -38,6 +40,16 @@ def restart_broker(state_dir: Path) -> str:
     out = subprocess.run([str(KAFKA_SCRIPT), "restart", str(state_dir)], check=True,
                          capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+def secure_client_settings(state_dir: Path) -> dict:
+    """The settings a client needs for a broker started with secure=True (the CA and the
+    SCRAM user the script generated into STATE_DIR/secure)."""
+    secure = Path(state_dir) / "secure"
+    return {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": (secure / "username").read_text().strip(),
+            "sasl_password": (secure / "password").read_text().strip(),
+            "ssl_cafile": str(secure / "ca.pem")}
 
 
 def stop_broker(state_dir: Path) -> None:
@@ -59,9 +71,11 @@ def worker_env(bootstrap: str, **settings) -> dict:
     return env
 
 
-def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+def start_worker(env: dict, log_path: Path, command: tuple[str, ...] = ("worker",)
+                 ) -> subprocess.Popen:
+    """An `intentwatch <command>` process (by default the worker), its output in log_path."""
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", *command], env=env,
                                 cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
@@ -96,11 +110,15 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 30.0) -> int:
 
 
 async def read_topics(bootstrap: str, topics: list[str], until, timeout: float = 60.0,
-                      on_record=None) -> list:
+                      on_record=None, settings=None) -> list:
     """Read records of `topics` from the beginning until `until(records)` is true or the
-    timeout passes. Records are aiokafka ConsumerRecords."""
+    timeout passes. Records are aiokafka ConsumerRecords. `settings`: read with their
+    security options (streams.kafka_security) instead of plaintext from `bootstrap`."""
+    from .kafka_security import kafka_client_options
+
+    client = kafka_client_options(settings) if settings else {"bootstrap_servers": bootstrap}
     # No group: every partition is assigned, and read from the beginning.
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(*topics, **client, enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None,
                                 metadata_max_age_ms=1000)
     await consumer.start()

@@ -16,6 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from monitor.config import Settings
 
+from .kafka_security import kafka_client_options
+
 
 def topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-models"
@@ -28,7 +30,7 @@ def encode(blob: bytes) -> bytes:
 async def load_snapshot(settings: Settings, timeout: float = 30.0) -> dict[str, bytes]:
     """The latest snapshot per detector name, read from the start of the topic to its end."""
     part = TopicPartition(topic_name(settings), 0)  # the topic has one partition
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings), group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     latest: dict[str, bytes] = {}

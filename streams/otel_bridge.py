@@ -35,6 +35,7 @@ from monitor.contracts import ContractError
 from monitor.importers.otel import Mapped, map_record
 from monitor.pipeline import dead_letter_headers
 
+from .kafka_security import kafka_client_options
 from .produce import ensure_topics
 
 log = logging.getLogger("intentwatch.otel_bridge")
@@ -56,11 +57,11 @@ async def run_bridge(settings: Settings, topic: str = DEFAULT_TOPIC, group_id: s
     """Bridge until `stop` is set; return counts (records, events, dead_letters)."""
     timeouts = ({"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
                 if settings.fast_rebalance else {})
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap,
+    consumer = AIOKafkaConsumer(topic, **kafka_client_options(settings),
                                 group_id=group_id or f"{settings.app_id}-otel-bridge",
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 **timeouts)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, enable_idempotence=True,
+    producer = AIOKafkaProducer(**kafka_client_options(settings), enable_idempotence=True,
                                 linger_ms=5)
     counts = {"records": 0, "events": 0, "dead_letters": 0}
     await producer.start()

@@ -14,6 +14,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from monitor.config import Settings
 
+from .kafka_security import check_broker, kafka_client_options
+
 
 def route(raw: bytes, settings: Settings) -> tuple[str, bytes | None]:
     """(topic, key) for one line of a trace."""
@@ -31,7 +33,8 @@ def route(raw: bytes, settings: Settings) -> tuple[str, bytes | None]:
 
 async def ensure_topics(settings: Settings, names: list[str], partitions: int | None = None,
                         config: dict | None = None) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await check_broker(settings)  # the first contact of most commands: fail with the cause
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -50,7 +53,7 @@ async def ensure_topics(settings: Settings, names: list[str], partitions: int | 
 async def produce(lines, settings: Settings, progress=None) -> dict:
     """Send every line; wait for all acknowledgements; return counts per topic."""
     await ensure_topics(settings, [settings.topic_intents, settings.topic_actions])
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5,
+    producer = AIOKafkaProducer(**kafka_client_options(settings), linger_ms=5,
                                 enable_idempotence=True)
     await producer.start()
     counts: dict[str, int] = {}

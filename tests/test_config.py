@@ -132,7 +132,7 @@ def test_show_prints_each_setting_with_its_origin_as_toml(tmp_path, monkeypatch,
     assert 'app_id = "iw-show"  # env INTENTWATCH_APP_ID' in out
     assert "revoke_at = 0.9  # default" in out
     shown = tomllib.loads(out)  # what show prints is itself a valid settings file
-    assert set(shown) == set(SETTINGS) - {"decide_token"}
+    assert set(shown) == set(SETTINGS) - {"decide_token", "dashboard_token", "sasl_password"}
     assert load_settings(None, {CONFIG_ENV: str(write(tmp_path, out, "shown.toml"))})[0] == \
         load_settings(str(path), {"INTENTWATCH_APP_ID": "iw-show"})[0]
 
@@ -158,7 +158,8 @@ def test_bad_file_stops_every_command_with_exit_code_2(tmp_path):
 def test_every_setting_is_documented():
     for name, f in SETTINGS.items():
         assert f.metadata["help"].strip(), name
-    assert [n for n, f in SETTINGS.items() if f.metadata["secret"]] == ["decide_token"]
+    assert [n for n, f in SETTINGS.items() if f.metadata["secret"]] == [
+        "decide_token", "dashboard_token", "sasl_password"]
 
 
 def test_committed_reference_equals_the_generated_one():

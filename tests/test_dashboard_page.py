@@ -27,6 +27,16 @@ pytestmark = pytest.mark.kafka
 
 ARTIFACTS = local.ROOT / "out" / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
+TOKEN = "dash-token-for-the-page-test"
+
+
+def api_get(worker, path: str, token: str | None = TOKEN) -> bytes:
+    """GET one of the dashboard's JSON endpoints, with the token as a Bearer header."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{worker.web_port}{path}",
+                                     headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read()
 
 
 # -- the rendered DOM, as a small tree -----------------------------------------------------
@@ -123,6 +133,7 @@ def rendered(dom: Node) -> None:
     body = dom.find("body")
     assert int(body.attrs["data-polls"]) >= 1, dom.find(id="status").text()
     assert "error" not in dom.find(id="status").attrs.get("class", "")
+    assert body.attrs["data-auth"] == "ok"
 
 
 def read_until(worker, until, timeout=60.0):
@@ -141,13 +152,13 @@ def decided(worker, n_decisions: int, n_commands: int) -> list:
 
 
 def test_dashboard_shows_the_hijacked_and_the_benign_task(start_worker, tmp_path):
-    worker = start_worker()
+    worker = start_worker(dashboard_token=TOKEN)
     asyncio.run(produce(read_lines(SAMPLE_TRACE), worker.settings))
     records = decided(worker, 16, 1)
     command = local.values(records, worker.settings.topic_revocations)[0]
     base = f"http://127.0.0.1:{worker.web_port}/dashboard"
 
-    dom = chromium(base, "overview", tmp_path)
+    dom = chromium(f"{base}#token={TOKEN}", "overview", tmp_path)
     rendered(dom)
     rows = {r.attrs["data-task"]: r for r in dom.find("table", id="tasks").find_all("tr")
             if "data-task" in r.attrs}
@@ -174,7 +185,8 @@ def test_dashboard_shows_the_hijacked_and_the_benign_task(start_worker, tmp_path
     assert "send_money (requested)" in revocation[0].text()
     assert "partitions" in dom.find(id="partitions").text()
 
-    dom = chromium(f"{base}?task=task-hijack-1", "hijacked-task-timeline", tmp_path)
+    dom = chromium(f"{base}?task=task-hijack-1#token={TOKEN}", "hijacked-task-timeline",
+                   tmp_path)
     rendered(dom)
     assert dom.find(id="timeline-title").text() == "Timeline of task-hijack-1"
     entries = dom.find("ol", id="timeline-entries").find_all("li")
@@ -195,11 +207,53 @@ def test_dashboard_shows_the_hijacked_and_the_benign_task(start_worker, tmp_path
     # The endpoints behind it: the page's policy, the riskiest first, unknown tasks 404.
     with urllib.request.urlopen(base, timeout=10) as page:
         assert "script-src 'sha256-" in page.headers["Content-Security-Policy"]
-    tasks = orjson.loads(worker.get("/api/tasks?limit=1"))["tasks"]
+    tasks = orjson.loads(api_get(worker, "/api/tasks?limit=1"))["tasks"]
     assert [t["task_id"] for t in tasks] == ["task-hijack-1"]
     with pytest.raises(urllib.error.HTTPError) as missing:
-        worker.get("/api/tasks/no-such-task")
+        api_get(worker, "/api/tasks/no-such-task")
     assert missing.value.code == 404
+
+
+def refused(worker, path: str, token: str | None) -> urllib.error.HTTPError:
+    with pytest.raises(urllib.error.HTTPError) as refusal:
+        api_get(worker, path, token)
+    return refusal.value
+
+
+def test_data_endpoints_refuse_without_the_token_and_the_page_asks_for_it(start_worker,
+                                                                          tmp_path):
+    worker = start_worker(dashboard_token=TOKEN)
+    asyncio.run(produce(read_lines(SAMPLE_TRACE), worker.settings))
+    decided(worker, 16, 1)
+    assert orjson.loads(api_get(worker, "/api/tasks"))["tasks"]   # the data is there
+    for path in ("/api/tasks", "/api/alerts", "/api/tasks/task-hijack-1"):
+        for token in (None, "wrong-token", TOKEN + "x", ""):
+            refusal = refused(worker, path, token)
+            assert refusal.code == 401, (path, token)
+            assert refusal.headers["WWW-Authenticate"].startswith("Bearer")
+            body = orjson.loads(refusal.read())
+            assert body["error"] == "unauthorized" and "task-hijack-1" not in str(body)
+    # Probes and metrics stay open: Prometheus and Kubernetes carry no token.
+    for path in ("/metrics", "/healthz", "/dashboard"):
+        assert worker.get(path)
+
+    base = f"http://127.0.0.1:{worker.web_port}/dashboard"
+    for name, url in (("no-token", base), ("wrong-token", f"{base}#token=wrong-token")):
+        dom = chromium(url, name, tmp_path)
+        body = dom.find("body")
+        assert body.attrs["data-auth"] == "required", name
+        assert body.attrs["data-polls"] == "0"
+        status = dom.find(id="status")
+        assert "error" in status.attrs["class"] and status.text().startswith("token required")
+        assert "hidden" not in dom.find("form", id="login").attrs
+        assert not dom.find("table", id="tasks").find_all("tr", data_task="task-hijack-1")
+        assert "task-hijack-1" not in dom.find("html").text()
+
+
+def test_without_a_configured_token_the_data_endpoints_refuse_all(start_worker):
+    worker = start_worker()   # no dashboard token
+    for token in (None, "anything", ""):
+        assert refused(worker, "/api/tasks", token).code == 401
 
 
 HOSTILE_GOAL = ("<script>document.documentElement.dataset.pwned='script'</script>"
@@ -226,13 +280,13 @@ def hostile_trace(task_id: str) -> list[tuple[int, bytes]]:
 
 
 def test_hostile_goal_tool_and_arguments_are_shown_as_text(start_worker, tmp_path):
-    worker = start_worker()
+    worker = start_worker(dashboard_token=TOKEN)
     task_id = "task-<b>bold</b>"   # markup and a slash in the id too
     asyncio.run(produce(hostile_trace(task_id), worker.settings))
     decided(worker, 3, 1)
     query = urllib.parse.quote(task_id, safe="")
-    dom = chromium(f"http://127.0.0.1:{worker.web_port}/dashboard?task={query}", "hostile",
-                   tmp_path)
+    dom = chromium(f"http://127.0.0.1:{worker.web_port}/dashboard?task={query}#token={TOKEN}",
+                   "hostile", tmp_path)
     rendered(dom)
     html = dom.find("html")
     assert "data-pwned" not in html.attrs                   # no handler or script ran

@@ -10,7 +10,10 @@
 #   kafka-local.sh status STATE_DIR  exit 0 and print the bootstrap address if it runs
 #
 # Environment: KAFKA_VERSION (default 4.0.0), INTENTWATCH_CACHE (default ~/.cache/intentwatch),
-# KAFKA_HEAP (default -Xmx768m), KAFKA_PARTITIONS (default partitions of new topics, 4).
+# KAFKA_HEAP (default -Xmx768m), KAFKA_PARTITIONS (default partitions of new topics, 4),
+# KAFKA_SECURITY (default plaintext; scram-tls: clients must use SASL_SSL with SCRAM-SHA-512;
+# a CA, the broker's certificate and the credentials are generated into STATE_DIR/secure, and
+# the only other listener is the KRaft controller's, which serves no client requests).
 # Needs Java 17+ and Maven. Nothing here needs Docker.
 set -euo pipefail
 
@@ -51,16 +54,22 @@ start() {
   local port cport
   port="$(free_port)"; cport="$(free_port)"
   while [ "$cport" = "$port" ]; do cport="$(free_port)"; done
-  rm -rf "$dir/data" "$dir/server.log" "$dir/stdout.log"
-  cat > "$dir/server.properties" <<PROPS
+  rm -rf "$dir/data" "$dir/server.log" "$dir/stdout.log" "$dir/secure"
+  local scram=()
+  if [ "${KAFKA_SECURITY:-plaintext}" = scram-tls ]; then
+    secure_material "$dir/secure"
+    scram=(--add-scram "SCRAM-SHA-512=[name=broker,password=$(cat "$dir/secure/broker.password")]"
+           --add-scram "SCRAM-SHA-512=[name=$(cat "$dir/secure/username"),password=$(cat "$dir/secure/password")]")
+  elif [ "${KAFKA_SECURITY:-plaintext}" != plaintext ]; then
+    die "KAFKA_SECURITY must be plaintext or scram-tls, not ${KAFKA_SECURITY}"
+  fi
+  { if [ ${#scram[@]} -gt 0 ]; then secure_listeners "$dir/secure" "$port" "$cport"
+    else plaintext_listeners "$port" "$cport"; fi
+    cat <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=${KAFKA_PARTITIONS:-4}
 auto.create.topics.enable=true
@@ -75,6 +84,7 @@ group.initial.rebalance.delay.ms=0
 # Lets test workers use short session timeouts (Faust with fast_rebalance asks for 2 s).
 group.min.session.timeout.ms=500
 PROPS
+  } > "$dir/server.properties"
   cat > "$dir/log4j2.properties" <<'LOG'
 status = error
 appender.file.type = File
@@ -92,7 +102,7 @@ LOG
   local java_opts=(-cp "$LIBS/*" -Dkafka.logs.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties")
   java "${java_opts[@]}" kafka.tools.StorageTool format --standalone \
     -t "$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid)" \
-    -c "$dir/server.properties" > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "format failed"; }
+    -c "$dir/server.properties" "${scram[@]}" > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "format failed"; }
   # setsid: the broker survives the shell that started it and gets its own process group.
   setsid java ${KAFKA_HEAP:--Xmx768m} -XX:+UseG1GC "${java_opts[@]}" kafka.Kafka "$dir/server.properties" \
     > "$dir/stdout.log" 2>&1 < /dev/null &
@@ -107,7 +117,63 @@ LOG
     [ "$waited" -ge 600 ] && { stop "$dir"; die "broker did not start within 60 s"; }
     sleep 0.1; waited=$((waited + 1))
   done
+  if [ -d "$dir/secure" ]; then
+    echo "kafka-local: SASL_SSL + SCRAM-SHA-512 on $(cat "$dir/bootstrap"); CA: $dir/secure/ca.pem;" \
+      "user and password: $dir/secure/username, $dir/secure/password" >&2
+  fi
   cat "$dir/bootstrap"
+}
+
+plaintext_listeners() {  # PORT CONTROLLER_PORT
+  cat <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$1,CONTROLLER://127.0.0.1:$2
+advertised.listeners=PLAINTEXT://127.0.0.1:$1
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+PROPS
+}
+
+secure_listeners() {  # SECURE_DIR PORT CONTROLLER_PORT
+  # The broker talks to itself over the same SASL_SSL listener (user "broker"): no plaintext
+  # port serves data. The controller listener stays plaintext on loopback (KRaft quorum only).
+  local sec="$1"
+  cat <<PROPS
+listeners=SASL_SSL://127.0.0.1:$2,CONTROLLER://127.0.0.1:$3
+advertised.listeners=SASL_SSL://127.0.0.1:$2
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(cat "$sec/broker.password")";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$sec/broker.p12
+ssl.keystore.password=$(cat "$sec/store.password")
+ssl.key.password=$(cat "$sec/store.password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$sec/ca.pem
+PROPS
+}
+
+secure_material() {  # DIR: a fresh CA, the broker's certificate (127.0.0.1, localhost), passwords
+  local sec="$1"
+  command -v openssl >/dev/null || die "openssl not found (needed for KAFKA_SECURITY=scram-tls)"
+  mkdir -p "$sec" && chmod 700 "$sec"
+  openssl rand -hex 24 > "$sec/broker.password"
+  openssl rand -hex 24 > "$sec/store.password"
+  openssl rand -hex 24 > "$sec/password"
+  echo intentwatch > "$sec/username"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=intentwatch local CA" \
+      -keyout "$sec/ca.key" -out "$sec/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$sec/broker.key" -out "$sec/broker.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$sec/broker.ext"
+    openssl x509 -req -days 30 -in "$sec/broker.csr" -CA "$sec/ca.pem" -CAkey "$sec/ca.key" \
+      -CAcreateserial -extfile "$sec/broker.ext" -out "$sec/broker.pem"
+    openssl pkcs12 -export -in "$sec/broker.pem" -inkey "$sec/broker.key" -certfile "$sec/ca.pem" \
+      -out "$sec/broker.p12" -passout "pass:$(cat "$sec/store.password")"
+  } > "$sec/openssl.log" 2>&1 || { cat "$sec/openssl.log" >&2; die "certificate generation failed"; }
+  chmod 600 "$sec"/*
 }
 
 status() {
