@@ -16,6 +16,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 
+from .event_time import DEFAULT_ALLOWED_LATENESS
 from .retention import DEFAULT_RETENTION_SECONDS
 
 ENV_PREFIX = "INTENTWATCH_"
@@ -151,6 +152,14 @@ class Settings:
         "end), an expired one (after its expires_at) or a task that never declared an intent "
         "(after its last event) is freed; keep it at least as long as credentials live",
         lambda v: None if math.isfinite(v) and v >= 0 else "must be at least 0")
+    allowed_lateness_seconds: float = setting(
+        DEFAULT_ALLOWED_LATENESS, "event-time seconds an event may be older than the latest "
+        "event of its task and still be decided by its own time; an older one is decided, "
+        "marked late_event, an action as if it happened at that latest time (docs/event-time.md)",
+        lambda v: None if math.isfinite(v) and v >= 0 else "must be at least 0")
+    fail_closed: bool = setting(False, "while the worker is rebalancing or recovering its task "
+                                "table, POST /v1/decide denies side-effecting actions "
+                                "(state_recovering) instead of answering 503 (docs/event-time.md)")
     # A longer wait makes fuller batches under light traffic and adds up to that much to each
     # decision's latency; a shorter one costs more CPU per event (BENCHMARKS.md, latency).
     batch_max: int = setting(500, "most records the worker decides at a time", _at_least(1))

@@ -16,6 +16,7 @@ from collections.abc import MutableMapping
 import orjson
 
 from . import delegation
+from . import event_time as et
 from . import state as st
 from .catalog import Catalog
 from .detectors import Detector, finding, scope_rules
@@ -30,7 +31,8 @@ class Engine:
     def __init__(self, catalog: Catalog | None = None, detectors: list[Detector] | None = None,
                  policy: Policy | None = None, store: MutableMapping | None = None,
                  registry: MutableMapping | None = None,
-                 retention_seconds: float = DEFAULT_RETENTION_SECONDS):
+                 retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+                 allowed_lateness: float = et.DEFAULT_ALLOWED_LATENESS):
         self.catalog = catalog or Catalog()
         self.detectors = detectors if detectors is not None else scope_rules()
         self.policy = policy or Policy()
@@ -39,6 +41,9 @@ class Engine:
         self.registry = registry if registry is not None else {}
         # Frees ended and expired tasks by event time (see monitor.retention).
         self.retention = Retention(self.store, self.registry, retention_seconds)
+        # Seconds an event may be older than its task's latest and still be decided by its own
+        # time (see monitor.event_time).
+        self.allowed_lateness = allowed_lateness
         # Only the hooks a detector overrides are called: most detectors are rules that only
         # score, and a call that does nothing costs as much as a cheap rule.
         self._learners = _overriding(self.detectors, "learn_one")
@@ -65,16 +70,28 @@ class Engine:
                                                self._stored(task_id))
         expired = [self._decide_without_intent(old, a) for old in freed for a in old["pending"]]
         task = stored or st.new_task(task_id)
+        fp = et.fingerprint(event)
+        first = et.first_risk(task, fp)
+        if et.is_repeat(first):  # a retry: nothing changes; held actions are decided later
+            decisions = [] if first is None else [self._repeat(task, event, first)]
+            return expired + decisions if expired else decisions
+        t = event["event_time"]
+        mark = et.lateness_of(task, t, self.allowed_lateness)
+        if mark is not None and event["type"] != "task.intent":  # (held actions wait for it)
+            event = et.as_late(event, mark)
+        et.advance(task, t)
         etype = event["type"]
         if etype == "task.intent":
             decisions = self._on_intent(task, event)
         elif etype == "task.end":
             decisions = self._on_end(task, event)
+            et.remember(task, fp, decisions[-1]["risk"])
             task = st.compact_ended(task)  # keep only what an ended task still needs
         elif etype.startswith("credential."):
             decisions = [self._on_credential(task, event)]
+            et.remember(task, fp, decisions[0]["risk"])
         else:
-            decisions = self._on_action(task, event)
+            decisions = self._on_action(task, event, fp)
         self.store[task_id] = task
         self.retention.schedule(task)
         return expired + decisions if expired else decisions
@@ -126,7 +143,7 @@ class Engine:
         decisions = [self._decide(task, intent, reasons)]
         pending, task["pending"] = task["pending"], []
         for action in sorted(pending, key=lambda a: a["event_time"]):
-            decisions.append(self._decide_action(task, action))
+            decisions.append(self._decide_held(task, action, self._decide_action))
         return decisions
 
     def _on_credential(self, task: dict, event: dict) -> dict:
@@ -149,7 +166,8 @@ class Engine:
         if task["intent"] is None:
             # The intent never came: settle the held actions now rather than hold them forever.
             pending, task["pending"] = task["pending"], []
-            decisions = [self._decide_without_intent(task, a) for a in pending]
+            decisions = [self._decide_held(task, a, self._decide_without_intent)
+                         for a in pending]
         decisions.append(self._decide(task, end, outliving(task, t)))
         if task["intent"] is not None:
             clean = not task["flagged"]
@@ -157,11 +175,21 @@ class Engine:
                 task_ended(task, clean)
         return decisions
 
-    def _on_action(self, task: dict, action: dict) -> list[dict]:
+    def _on_action(self, task: dict, action: dict, fp: str | None) -> list[dict]:
         if task["intent"] is None:
-            pushed_out = st.hold_pending(task, action)
-            return [] if pushed_out is None else [self._decide_without_intent(task, pushed_out)]
-        return [self._decide_action(task, action)]
+            et.remember(task, fp, None)  # held: its repeats wait for its decision
+            pushed_out = st.hold_pending(task, {**action, HELD_FP: fp} if fp else action)
+            return [] if pushed_out is None else [
+                self._decide_held(task, pushed_out, self._decide_without_intent)]
+        decision = self._decide_action(task, action)
+        et.remember(task, fp, decision["risk"])
+        return [decision]
+
+    def _decide_held(self, task: dict, action: dict, decide) -> dict:
+        """Decide a held action and remember its risk for its repeats."""
+        decision = decide(task, action)
+        et.remember(task, action.get(HELD_FP), decision["risk"])
+        return decision
 
     # -- deciding ----------------------------------------------------------------------------
     def _decide_action(self, task: dict, action: dict) -> dict:
@@ -169,7 +197,10 @@ class Engine:
         spec = self.catalog.get(action["tool"])
         reasons = []
         completed = action["phase"] == "completed"
-        if not (completed and st.record_completion(task, action)):
+        if completed and st.record_completion(task, action) or \
+                not completed and st.request_after_completion(task, action):
+            pass  # the call's other event, which came first, was scored and counted
+        else:
             # A request, or a completion whose request this monitor never saw: score it.
             for score_one in self._scorers_of(spec):
                 reasons.extend(score_one(action, task, spec))
@@ -199,10 +230,35 @@ class Engine:
                            "action for a task that never declared an intent")]
         return self._decide(task, action, reasons)
 
+    def _repeat(self, task: dict, event: dict, risk: float) -> dict:
+        """The decision of a repeated event: the first delivery's risk and verdict, with no
+        command (the first one's stands) and nothing changed."""
+        reasons = [finding("engine", "duplicate_event", risk,
+                           "a repeat of an event already decided; its decision stands",
+                           first_risk=risk)]
+        return self._record(task, event, reasons, risk, self.policy.verdict(risk))
+
     def _decide(self, task: dict, event: dict, reasons: list[dict]) -> dict:
+        late_from = event.get(et.LATE_KEY)
+        if late_from is not None:
+            reasons.append(finding("engine", "late_event", 0.0,
+                                   "an event later than the allowed lateness: decided at its "
+                                   "task's latest event time", event_time=late_from,
+                                   decided_at=event["event_time"],
+                                   allowed_lateness=self.allowed_lateness))
         risk = fuse(reasons)
         verdict = self.policy.verdict(risk)
-        decision = {
+        decision = self._record(task, event, reasons, risk, verdict)
+        if verdict != ALLOW:
+            task["flagged"] = True
+        if verdict == REVOKE:
+            decision["command"] = self._revoke(task, event, decision)
+            decision["cascade"] = self._cascade(task, event, decision)
+        return decision
+
+    def _record(self, task: dict, event: dict, reasons: list[dict], risk: float,
+                verdict: str) -> dict:
+        return {
             "v": 1,
             "type": "decision",
             "decision_id": _decision_id(event),
@@ -212,19 +268,13 @@ class Engine:
             "agent_id": event.get("agent_id") or (task["intent"] or {}).get("agent_id"),
             "tool": event.get("tool"),
             "phase": event.get("phase"),
-            "event_time": event["event_time"],
+            "event_time": event.get(et.LATE_KEY, event["event_time"]),
             "verdict": verdict,
             "risk": risk,
             "reasons": reasons,
             "command": None,
             "cascade": [],
         }
-        if verdict != ALLOW:
-            task["flagged"] = True
-        if verdict == REVOKE:
-            decision["command"] = self._revoke(task, event, decision)
-            decision["cascade"] = self._cascade(task, event, decision)
-        return decision
 
     def _revoke(self, task: dict, event: dict, decision: dict) -> dict | None:
         """A revoke command for the credentials not revoked yet, or None if there are none."""
@@ -278,6 +328,7 @@ class Engine:
 
 
 MAX_TOOLS_CACHED = 10_000
+HELD_FP = "held_fingerprint"  # on a held action: its fingerprint (monitor.event_time)
 
 
 def _overriding(detectors: list[Detector], hook: str) -> list:

@@ -10,13 +10,15 @@ from .detectors.injection_evidence import InjectionEvidence
 from .detectors.sequence_model import SequenceModel
 from .detectors.window_anomaly import WindowAnomaly
 from .engine import Engine
+from .event_time import DEFAULT_ALLOWED_LATENESS
 from .policy import Policy
 
 PROFILES = ("full", "rules", "allowlist")
 
 
 def build_engine(profile: str = "full", catalog: Catalog | None = None,
-                 policy: Policy | None = None, store=None, registry=None) -> Engine:
+                 policy: Policy | None = None, store=None, registry=None,
+                 allowed_lateness: float = DEFAULT_ALLOWED_LATENESS) -> Engine:
     if profile == "allowlist":
         detectors = [Allowlist()]
     elif profile == "rules":
@@ -28,4 +30,4 @@ def build_engine(profile: str = "full", catalog: Catalog | None = None,
     else:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     return Engine(catalog=catalog, detectors=detectors, policy=policy, store=store,
-                  registry=registry)
+                  registry=registry, allowed_lateness=allowed_lateness)

@@ -8,11 +8,13 @@ list is bounded, so one task's state stays small whatever the agent does.
 
 from __future__ import annotations
 
+import bisect
 import zlib
 
 MAX_TARGETS = 64         # distinct target values remembered per task
 MAX_OPEN_CALLS = 64      # requested calls waiting for their completion
 MAX_PENDING = 64         # actions held while their intent has not arrived yet
+MAX_EARLY_CALLS = 16     # completions that came before their request (out of order)
 RATE_WINDOW_SECONDS = 60.0
 MAX_RECENT_TIMES = 30    # the rate feature counts up to 30 actions per window
 
@@ -27,6 +29,8 @@ def new_task(task_id: str) -> dict:
         "flagged": False,        # any alert or revoke so far (a flagged task teaches no model)
         "pending": [],           # actions that arrived before the intent (bounded)
         "open_calls": [],        # call ids requested and not yet completed (bounded)
+        "latest": None,          # the task's event-time watermark (monitor.event_time)
+        "seen": {},              # fingerprint -> risk of recent events (monitor.event_time)
         "window": {
             "actions": 0,
             "side_effects": 0,
@@ -100,8 +104,9 @@ def record_action(task: dict, action: dict, spec) -> None:
         w["first_time"] = t
     # Times of the last RATE_WINDOW_SECONDS, as seconds after the first action: a short
     # number instead of a full timestamp, as this list is a good part of a task's bytes.
+    # Kept sorted, so an action that comes out of order lands where its time puts it.
     times = w["recent_times"]
-    times.append(round(t - w["first_time"], 3))
+    bisect.insort(times, round(t - w["first_time"], 3))
     horizon = times[-1] - RATE_WINDOW_SECONDS
     while times and times[0] < horizon:
         times.pop(0)
@@ -114,8 +119,20 @@ def record_action(task: dict, action: dict, spec) -> None:
             if h not in targets:
                 _push_bounded(targets, h, MAX_TARGETS)
     call_id = action.get("call_id")
-    if call_id:
+    if call_id and action.get("phase") != "completed":
         _push_bounded(task["open_calls"], call_id, MAX_OPEN_CALLS)
+    elif call_id:  # a completion before its request: the request must not count it again
+        _push_bounded(task.setdefault("early_calls", []), call_id, MAX_EARLY_CALLS)
+
+
+def request_after_completion(task: dict, action: dict) -> bool:
+    """True for the request of a call whose completion came first (and was counted then)."""
+    call_id = action.get("call_id")
+    early = task.get("early_calls")
+    if call_id and early and call_id in early:
+        early.remove(call_id)
+        return True
+    return False
 
 
 def record_completion(task: dict, action: dict) -> bool:
@@ -153,7 +170,8 @@ def ended_intent(intent: dict) -> dict:
 def compact_ended(task: dict) -> dict:
     """A smaller state for an ended task, with the same shape as a live one."""
     small = new_task(task["task_id"])
-    for key in ("ended_at", "revoked", "revoked_at", "flagged", "open_calls", "credentials"):
+    for key in ("ended_at", "revoked", "revoked_at", "flagged", "open_calls", "credentials",
+                "latest", "seen", "early_calls"):
         if key in task:
             small[key] = task[key]
     if task["intent"] is not None:

@@ -218,7 +218,8 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     stores = (JsonStore(tasks, by_key=True, cached=settings.state_cache),
               JsonStore(registry, by_key=False, cached=settings.state_cache))
     engine = build_engine("full", catalog, Policy(settings.alert_at, settings.revoke_at),
-                          store=stores[0], registry=stores[1])
+                          store=stores[0], registry=stores[1],
+                          allowed_lateness=settings.allowed_lateness_seconds)
     engine.retention.seconds = settings.retention_seconds
     tasks.on_recover(engine.retention.on_recover)  # index the partitions a rebalance brings
     if model_snapshot:

@@ -78,7 +78,8 @@ def cmd_worker(args, settings: Settings) -> int:
 def cmd_replay(args, settings: Settings) -> int:
     catalog = Catalog.load(args.catalog) if args.catalog else (
         Catalog.load(settings.catalog) if settings.catalog else Catalog())
-    engine = build_engine(args.profile, catalog, Policy(settings.alert_at, settings.revoke_at))
+    engine = build_engine(args.profile, catalog, Policy(settings.alert_at, settings.revoke_at),
+                          allowed_lateness=settings.allowed_lateness_seconds)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     dead = Path(args.dead_letters) if args.dead_letters else out.with_suffix(".deadletters.jsonl")

@@ -19,6 +19,11 @@ owner answers 503 if the assignment moved meanwhile). Faust's own `@app.table_ro
 `router.route_req` cannot be used here: the key is in the JSON body, and `route_req` forwards
 the method and headers but not the body.
 
+Fail-closed mode (`Settings.fail_closed`): where this worker would answer 503 because it is
+rebalancing, recovering its tables or has no owner for the task yet, a side-effecting action
+(per the catalog) is denied instead (200, reason `state_recovering`); read-only ones still get
+503 (docs/event-time.md).
+
 Status codes: 200 decided; 400 bad JSON or a body that breaks the contract (with the reason);
 401 missing or wrong token; 503 (with Retry-After) while partitions move or the owner cannot be
 reached.
@@ -39,6 +44,11 @@ from yarl import URL
 
 from monitor import metrics
 from monitor.contracts import ContractError, decode
+from monitor.detectors import finding
+from monitor.detectors.base import CERTAIN
+from monitor.policy import REVOKE
+
+from .probes import not_ready_reason
 
 log = logging.getLogger("intentwatch.decide")
 
@@ -91,6 +101,19 @@ def with_decision(assessment: dict) -> dict:
     return {**assessment, "decision": "allow" if assessment["allowed"] else "deny"}
 
 
+def recovering_denial(action: dict, why: str) -> dict:
+    """Fail-closed mode's answer for a side effect while the task's state is not complete here
+    (rebalance, table recovery, no owner yet): deny rather than decide on partial state.
+    Read-only actions still get 503 (undecided: the caller retries or applies its own
+    policy)."""
+    reason = finding("engine", "state_recovering", CERTAIN,
+                     f"fail-closed: the task's state is not available ({why})")
+    return with_decision({"v": 1, "type": "inline.decision", "task_id": action["task_id"],
+                          "event_id": action.get("event_id"), "tool": action["tool"],
+                          "allowed": False, "verdict": REVOKE, "risk": CERTAIN,
+                          "reasons": [reason]})
+
+
 def _same_node(a: URL, b: URL) -> bool:
     return (a.host, a.port) == (b.host, b.port)
 
@@ -102,13 +125,17 @@ class InlineDecider:
         self.app, self.engine, self.tasks = app, engine, tasks
         self.token = settings.decide_token
         self.max_bytes = settings.max_event_bytes
+        self.fail_closed = settings.fail_closed
 
     # -- routing -----------------------------------------------------------------------------
     def owner(self, task_id: str) -> URL | None:
         """None when this worker holds the task's partition, else the owner's URL."""
         app = self.app
-        if app.rebalancing or app.in_recovery:
-            raise Unavailable("partitions are being reassigned")
+        # (Not only app.in_recovery: Faust leaves it unset during a start's recovery; the
+        # readiness probe's flags cover the whole span until the active tables are recovered.)
+        not_ready = not_ready_reason(app)
+        if not_ready:
+            raise Unavailable(f"partitions are being reassigned ({not_ready})")
         key = task_id.encode()  # the table's key: task id as raw bytes (see JsonStore)
         topic = self.tasks.changelog_topic.get_topic_name()
         try:
@@ -144,6 +171,8 @@ class InlineDecider:
         try:
             url = self.owner(action["task_id"])
         except Unavailable as exc:
+            if self.fail_closed and self.engine.catalog.get(action["tool"]).side_effecting:
+                return web.json(recovering_denial(action, str(exc)))
             return _unavailable(web, str(exc))
         if url is not None:
             if request.headers.get(ROUTED_HEADER):
