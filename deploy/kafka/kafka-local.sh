@@ -103,20 +103,8 @@ LOG
   java "${java_opts[@]}" kafka.tools.StorageTool format --standalone \
     -t "$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid)" \
     -c "$dir/server.properties" "${scram[@]}" > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "format failed"; }
-  # setsid: the broker survives the shell that started it and gets its own process group.
-  setsid java ${KAFKA_HEAP:--Xmx768m} -XX:+UseG1GC "${java_opts[@]}" kafka.Kafka "$dir/server.properties" \
-    > "$dir/stdout.log" 2>&1 < /dev/null &
-  echo $! > "$dir/pid"
   echo "127.0.0.1:$port" > "$dir/bootstrap"
-  local waited=0
-  until grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; do
-    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      tail -n 30 "$dir/stdout.log" "$dir/server.log" >&2 2>/dev/null || true
-      die "broker exited during start"
-    fi
-    [ "$waited" -ge 600 ] && { stop "$dir"; die "broker did not start within 60 s"; }
-    sleep 0.1; waited=$((waited + 1))
-  done
+  launch "$dir" 0 start
   if [ -d "$dir/secure" ]; then
     echo "kafka-local: SASL_SSL + SCRAM-SHA-512 on $(cat "$dir/bootstrap"); CA: $dir/secure/ca.pem;" \
       "user and password: $dir/secure/username, $dir/secure/password" >&2
@@ -203,20 +191,26 @@ restart() {
   stop "$dir"
   # The old log says "started" already: wait for one more such line than it has now.
   started="$(grep -c "Kafka Server started" "$dir/server.log" 2>/dev/null || true)"
+  launch "$dir" "${started:-0}" restart
+  cat "$dir/bootstrap"
+}
+
+launch() {  # DIR STARTED_LINES WHAT: run the broker, wait for one more "started" line in its log
+  local dir="$1" before="$2" what="$3"
   local java_opts=(-cp "$LIBS/*" -Dkafka.logs.dir="$dir" -Dlog4j2.configurationFile="$dir/log4j2.properties")
+  # setsid: the broker survives the shell that started it and gets its own process group.
   setsid java ${KAFKA_HEAP:--Xmx768m} -XX:+UseG1GC "${java_opts[@]}" kafka.Kafka "$dir/server.properties" \
     >> "$dir/stdout.log" 2>&1 < /dev/null &
   echo $! > "$dir/pid"
   local waited=0
-  until [ "$(grep -c "Kafka Server started" "$dir/server.log" 2>/dev/null || true)" -gt "${started:-0}" ]; do
+  until [ "$(grep -c "Kafka Server started" "$dir/server.log" 2>/dev/null || true)" -gt "$before" ]; do
     if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
       tail -n 30 "$dir/stdout.log" "$dir/server.log" >&2 2>/dev/null || true
-      die "broker exited during restart"
+      die "broker exited during $what"
     fi
-    [ "$waited" -ge 600 ] && { stop "$dir"; die "broker did not restart within 60 s"; }
+    [ "$waited" -ge 600 ] && { stop "$dir"; die "broker did not $what within 60 s"; }
     sleep 0.1; waited=$((waited + 1))
   done
-  cat "$dir/bootstrap"
 }
 
 case "${1:-}" in
