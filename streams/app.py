@@ -32,6 +32,7 @@ from .decide import register_decide_view
 from .kafka_security import faust_credentials
 from .outbox import Outbox
 from .probes import register_readiness_view
+from .rewind import RewindingApp
 
 log = logging.getLogger("intentwatch.worker")
 
@@ -175,7 +176,7 @@ def new_app(settings: Settings) -> faust.App:
         # Measured: Faust's 60 s defaults make every group join take ~30 s (shared NOTES.md).
         fast = {"broker_session_timeout": 2.0, "broker_heartbeat_interval": 0.5,
                     "broker_rebalance_timeout": 4.0}
-    return faust.App(
+    return RewindingApp(
         settings.app_id,
         broker=settings.broker,
         store="memory://",  # the table is rebuilt from its changelog topic on start
@@ -330,6 +331,10 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
             # iterator skips them too).
             generation = app.consumer_generation_id
             events = [e for e in batch if e.message.generation_id == generation]
+            if len(events) < len(batch):
+                log.info("skipped %d records fetched before the rebalance to generation %s "
+                         "(read again from the committed offset)", len(batch) - len(events),
+                         generation)
             await publish(outbox, events, pipeline.handle_batch(as_current_events(events)))
             for event in events:
                 await stream.ack(event)
