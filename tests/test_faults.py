@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from benchmarks import faults
-from monitor.config import Settings
 from monitor.contracts import decode
 from monitor.profiles import build_engine
 from streams import local
@@ -76,13 +75,13 @@ def test_a_worker_restarted_on_a_backlog_decides_all_of_it(kafka, start_worker, 
     of the rebalance and then drops the ones not yet decided, and aiokafka does not rewind
     a partition without a committed offset: this lost part of the backlog (the SIGKILL
     test, 6 runs of 8), which streams/rewind.py repairs."""
-    prefix = f"backlog-{tmp_path.name[-12:]}"
-    settings = Settings(broker=f"kafka://{kafka}", **{f"topic_{k}": f"{prefix}.{k}" for k in (
-        "intents", "actions", "decisions", "alerts", "revocations", "dead_letters", "acks")})
     lines = faults.fault_trace(TASKS)
     half = len(lines) // 2
     first_half = {d["decision_id"] for d in faults.replayed(lines[:half], catalog)}
     every = {d["decision_id"] for d in faults.replayed(lines, catalog)}
+    prefix = f"backlog-{tmp_path.name[-12:]}"
+    first = start_worker(prefix, catalog=catalog, **faults.WORKER_SETTINGS)
+    settings = first.settings
     asyncio.run(ensure_topics(settings, [settings.topic_intents, settings.topic_actions]))
     reader = faults.OutputReader(kafka, settings)
     reader.start()
@@ -99,7 +98,6 @@ def test_a_worker_restarted_on_a_backlog_decides_all_of_it(kafka, start_worker, 
             raise AssertionError(f"{exc}: {len(ids - reader.decided_ids())} of {len(ids)} "
                                  "missing") from None
     try:
-        first = start_worker(prefix, catalog=catalog, **faults.WORKER_SETTINGS)
         send(lines[:half])
         wait_for(first_half)
         first.proc.kill()
