@@ -23,7 +23,7 @@ from .detectors import Detector, finding, scope_rules
 from .detectors.base import CERTAIN, SUSPICIOUS
 from .detectors.credential_lifecycle import outliving
 from .policy import ALLOW, REVOKE, Policy, fuse
-from .retention import DEFAULT_RETENTION_SECONDS, Retention
+from .retention import DEFAULT_INTENT_WAIT_SECONDS, DEFAULT_RETENTION_SECONDS, Retention
 from .revocation import revoke_command
 
 
@@ -32,7 +32,8 @@ class Engine:
                  policy: Policy | None = None, store: MutableMapping | None = None,
                  registry: MutableMapping | None = None,
                  retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-                 allowed_lateness: float = et.DEFAULT_ALLOWED_LATENESS):
+                 allowed_lateness: float = et.DEFAULT_ALLOWED_LATENESS,
+                 intent_wait_seconds: float = DEFAULT_INTENT_WAIT_SECONDS):
         self.catalog = catalog or Catalog()
         self.detectors = detectors if detectors is not None else scope_rules()
         self.policy = policy or Policy()
@@ -40,7 +41,8 @@ class Engine:
         # What delegation needs to know about other tasks (see monitor.delegation).
         self.registry = registry if registry is not None else {}
         # Frees ended and expired tasks by event time (see monitor.retention).
-        self.retention = Retention(self.store, self.registry, retention_seconds)
+        self.retention = Retention(self.store, self.registry, retention_seconds,
+                                   intent_wait_seconds)
         # Seconds an event may be older than its task's latest and still be decided by its own
         # time (see monitor.event_time).
         self.allowed_lateness = allowed_lateness
@@ -68,7 +70,8 @@ class Engine:
         # Free what is over by event time first; actions a freed task still held are settled.
         stored, freed = self.retention.advance(task_id, event["event_time"],
                                                self._stored(task_id))
-        expired = [self._decide_without_intent(old, a) for old in freed for a in old["pending"]]
+        expired = [self._decide_without_intent(old, e) for old in freed
+                   for e in sorted(old["pending"], key=lambda e: e["event_time"])]
         task = stored or st.new_task(task_id)
         fp = et.fingerprint(event)
         first = et.first_risk(task, fp)
@@ -83,18 +86,30 @@ class Engine:
         etype = event["type"]
         if etype == "task.intent":
             decisions = self._on_intent(task, event)
-        elif etype == "task.end":
-            decisions = self._on_end(task, event)
-            et.remember(task, fp, decisions[-1]["risk"])
-            task = st.compact_ended(task)  # keep only what an ended task still needs
+            if task["ended_at"] is not None and len(decisions) > 1:
+                task = st.compact_ended(task)  # its end was held for it (see _hold)
         elif etype.startswith("credential."):
             decisions = [self._on_credential(task, event)]
             et.remember(task, fp, decisions[0]["risk"])
+        elif task["intent"] is None:
+            decisions = self._hold(task, event, fp)
+        elif etype == "task.end":
+            decisions = [self._on_end(task, event)]
+            et.remember(task, fp, decisions[0]["risk"])
+            task = st.compact_ended(task)  # keep only what an ended task still needs
         else:
-            decisions = self._on_action(task, event, fp)
+            decision = self._decide_action(task, event)
+            et.remember(task, fp, decision["risk"])
+            decisions = [decision]
         self.store[task_id] = task
         self.retention.schedule(task)
         return expired + decisions if expired else decisions
+
+    def flush(self) -> list[dict]:
+        """The end of the input (a replay's last line): no intent can come any more, so what
+        is held for one is decided `no_intent` now, and those tasks are freed."""
+        return [self._decide_without_intent(old, e) for old in self.retention.free_waiting()
+                for e in sorted(old["pending"], key=lambda e: e["event_time"])]
 
     def assess(self, action: dict) -> dict:
         """Decide a proposed action (an agent.action, phase requested) against its task's
@@ -141,9 +156,11 @@ class Engine:
             reasons.append(finding("engine", "intent_redeclared", SUSPICIOUS,
                                    "a second, different intent for a running task was ignored"))
         decisions = [self._decide(task, intent, reasons)]
+        # What came before the intent, in the order it happened, as if it had come after it.
         pending, task["pending"] = task["pending"], []
-        for action in sorted(pending, key=lambda a: a["event_time"]):
-            decisions.append(self._decide_held(task, action, self._decide_action))
+        for held in sorted(pending, key=lambda e: e["event_time"]):
+            decide = self._on_end if held["type"] == "task.end" else self._decide_action
+            decisions.append(self._decide_held(task, held, decide))
         return decisions
 
     def _on_credential(self, task: dict, event: dict) -> dict:
@@ -159,31 +176,25 @@ class Engine:
             creds[cid]["revoked_at"] = t if known is None else min(known, t)
         return self._decide(task, event, [])
 
-    def _on_end(self, task: dict, end: dict) -> list[dict]:
+    def _on_end(self, task: dict, end: dict) -> dict:
         t = end["event_time"]
         task["ended_at"] = t if task["ended_at"] is None else min(task["ended_at"], t)
-        decisions = []
-        if task["intent"] is None:
-            # The intent never came: settle the held actions now rather than hold them forever.
-            pending, task["pending"] = task["pending"], []
-            decisions = [self._decide_held(task, a, self._decide_without_intent)
-                         for a in pending]
-        decisions.append(self._decide(task, end, outliving(task, t)))
+        decision = self._decide(task, end, outliving(task, t))
         if task["intent"] is not None:
             clean = not task["flagged"]
             for task_ended in self._enders:
                 task_ended(task, clean)
-        return decisions
+        return decision
 
-    def _on_action(self, task: dict, action: dict, fp: str | None) -> list[dict]:
-        if task["intent"] is None:
-            et.remember(task, fp, None)  # held: its repeats wait for its decision
-            pushed_out = st.hold_pending(task, {**action, HELD_FP: fp} if fp else action)
-            return [] if pushed_out is None else [
-                self._decide_held(task, pushed_out, self._decide_without_intent)]
-        decision = self._decide_action(task, action)
-        et.remember(task, fp, decision["risk"])
-        return [decision]
+    def _hold(self, task: dict, event: dict, fp: str | None) -> list[dict]:
+        """Hold an action or end of a task whose intent has not come yet. Intents and actions
+        may come on different topics and partitions, read in any order: the intent can still
+        come after the task's end. Held events are decided when it does, or `no_intent` when
+        the wait for it passes by event time (monitor.retention)."""
+        et.remember(task, fp, None)  # its repeats wait for its decision
+        pushed_out = st.hold_pending(task, {**event, HELD_FP: fp} if fp else event)
+        return [] if pushed_out is None else [
+            self._decide_held(task, pushed_out, self._decide_without_intent)]
 
     def _decide_held(self, task: dict, action: dict, decide) -> dict:
         """Decide a held action and remember its risk for its repeats."""
@@ -225,10 +236,13 @@ class Engine:
                                                   if d.applies_to(spec)]
         return scorers
 
-    def _decide_without_intent(self, task: dict, action: dict) -> dict:
+    def _decide_without_intent(self, task: dict, event: dict) -> dict:
+        """A held event whose intent never came (or not in time)."""
+        if event["type"] == "task.end":
+            return self._on_end(task, event)
         reasons = [finding("engine", "no_intent", SUSPICIOUS,
                            "action for a task that never declared an intent")]
-        return self._decide(task, action, reasons)
+        return self._decide(task, event, reasons)
 
     def _repeat(self, task: dict, event: dict, risk: float) -> dict:
         """The decision of a repeated event: the first delivery's risk and verdict, with no

@@ -47,9 +47,14 @@ def replay(lines: Iterable[tuple[int, bytes]], engine: Engine, max_bytes: int,
                     "original": raw.decode("utf-8", "replace")}) + b"\n")
             continue
         summary["events"] += 1
-        for d in decisions:
-            summary["decisions"].append(d)
-            summary["verdicts"][d["verdict"]] = summary["verdicts"].get(d["verdict"], 0) + 1
-            if decisions_out is not None:
-                decisions_out.write(orjson.dumps(d) + b"\n")
+        _record(summary, decisions, decisions_out)
+    _record(summary, engine.flush(), decisions_out)  # what waited for an intent that never came
     return summary
+
+
+def _record(summary: dict, decisions: list[dict], decisions_out) -> None:
+    for d in decisions:
+        summary["decisions"].append(d)
+        summary["verdicts"][d["verdict"]] = summary["verdicts"].get(d["verdict"], 0) + 1
+        if decisions_out is not None:
+            decisions_out.write(orjson.dumps(d) + b"\n")

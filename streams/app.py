@@ -222,6 +222,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
                           store=stores[0], registry=stores[1],
                           allowed_lateness=settings.allowed_lateness_seconds)
     engine.retention.seconds = settings.retention_seconds
+    engine.retention.intent_wait = settings.intent_wait_seconds
     tasks.on_recover(engine.retention.on_recover)  # index the partitions a rebalance brings
     if model_snapshot:
         engine.load_model_state(model_snapshot)

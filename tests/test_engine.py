@@ -63,12 +63,43 @@ def test_actions_before_their_intent_are_held_and_decided_when_it_arrives():
     assert sorted(shuffled, key=key) == sorted(in_order, key=key)
 
 
-def test_actions_of_a_task_that_never_declares_an_intent_are_settled_at_its_end():
+def test_a_whole_task_read_before_its_intent_is_decided_as_if_in_order():
+    # Two topics: a worker may read a task's actions and end before its intent (a rebalance, a
+    # restart on a backlog). The hijacked task must still be revoked, not alerted no_intent.
+    evs = events()
+    in_order = run(evs)
+    intents = [e for e in evs if e["type"] == "task.intent"]
+    rest = [e for e in evs if e["type"] != "task.intent"]
+    shuffled = run(rest + intents)
+    key = lambda d: d["decision_id"]
+    assert sorted(shuffled, key=key) == sorted(in_order, key=key)
+    assert sum(d["command"] is not None for d in shuffled) == 1
+
+
+def test_a_task_that_never_declares_an_intent_is_settled_when_the_wait_for_it_passes():
     evs = [e for e in events() if e["task_id"] == "task-benign-1" and e["type"] != "task.intent"]
-    decisions = run(evs)
-    assert len(decisions) == len(evs)
-    assert {d["verdict"] for d in decisions[:-1]} == {"alert"}
-    assert all(d["reasons"][0]["code"] == "no_intent" for d in decisions[:-1])
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG), intent_wait_seconds=30.0)
+    assert [d for e in evs for d in engine.process(copy.deepcopy(e))] == []  # held
+    end_time = evs[-1]["event_time"]
+    other = {"v": 1, "type": "task.intent", "task_id": "later", "agent_id": "a",
+             "workload_id": "w", "goal": "g", "tools": [], "event_time": end_time + 29.0}
+    assert [d["task_id"] for d in engine.process(other)] == ["later"]  # still waiting
+    decisions = engine.process({**other, "task_id": "later-2", "event_time": end_time + 31.0})
+    settled = [d for d in decisions if d["task_id"] == "task-benign-1"]
+    assert [d["event_id"] for d in settled] == [e["event_id"] for e in evs]
+    assert {d["verdict"] for d in settled[:-1]} == {"alert"}
+    assert all(d["reasons"][0]["code"] == "no_intent" for d in settled[:-1])
+    assert settled[-1]["event_type"] == "task.end"
+    assert "task-benign-1" not in engine.store
+
+
+def test_what_waits_for_an_intent_is_settled_at_the_end_of_a_replay():
+    evs = [e for e in events() if e["task_id"] == "task-benign-1" and e["type"] != "task.intent"]
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    summary = replay([(i, orjson.dumps(e)) for i, e in enumerate(evs, 1)], engine, 1 << 20)
+    assert [d["event_id"] for d in summary["decisions"]] == [e["event_id"] for e in evs]
+    assert all(d["reasons"][0]["code"] == "no_intent" for d in summary["decisions"][:-1])
+    assert engine.store == {}
 
 
 def test_a_second_different_intent_cannot_widen_the_task():

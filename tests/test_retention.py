@@ -110,13 +110,13 @@ def test_held_actions_of_a_task_that_never_declares_are_bounded_and_expire():
 
 def test_a_task_touched_after_it_was_scheduled_is_not_freed_early():
     eng = engine()
-    # The intent's expiry schedules it at 10 + R; the end at 150 moves its deadline later.
-    feed(eng, [intent("a", 0.0, expires=10.0), end("a", 150.0)])
+    # The intent's expiry schedules it at 10 + R; the end at 105 moves its deadline later.
+    feed(eng, [intent("a", 0.0, expires=10.0), end("a", 105.0)])
     feed(eng, [intent("b", 10.0 + R + 5)])
-    assert "a" in eng.store  # popped at 10 + R, found touched, rescheduled at 150 + R
-    feed(eng, [act("b", 150.0 + R - 1)])
+    assert "a" in eng.store  # popped at 10 + R, found touched, rescheduled at 105 + R
+    feed(eng, [act("b", 105.0 + R - 1)])
     assert "a" in eng.store
-    feed(eng, [act("b", 150.0 + R + 1)])
+    feed(eng, [act("b", 105.0 + R + 1)])
     assert "a" not in eng.store
 
 
