@@ -1,9 +1,11 @@
-"""On the real broker and real workers: a record produced twice counts once; fail-closed mode
-denies side effects at /v1/decide while the task table is being recovered."""
+"""On the real broker and real workers: a record produced twice counts once; a task read whole
+before its intent is still decided against it; fail-closed mode denies side effects at
+/v1/decide while the task table is being recovered."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +18,7 @@ from streams import local
 from streams.produce import ensure_topics
 
 from .test_decide import TOKEN, post
-from .test_event_time import action, intent
+from .test_event_time import action, end, intent
 
 FILLER_STATES = 400_000   # changelog records a restarted worker must recover first
 
@@ -128,3 +130,35 @@ def test_fail_closed_denies_side_effects_while_the_task_table_recovers(start_wor
     # After recovery: the task's intent is known, so the same side effect is allowed.
     assert answer["decision"] == "allow" and answer["reasons"] == []
     print(f"{len(during)} side effects denied during recovery")
+
+
+def events_counted(port: int, event_type: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    found = re.search(rf'^intentwatch_events_total{{type="{re.escape(event_type)}"}} (\S+)$',
+                      text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
+    # Kafka orders nothing across topics: after a rebalance or a restart on a backlog a worker
+    # can read a task's actions and end before its intent. The held end must wait for it too.
+    worker = start_worker()
+    s = worker.settings
+    asyncio.run(ensure_topics(s, [s.topic_intents, s.topic_actions]))
+    task = "intent-last"
+    violation = action(2, 2, task=task, args={"to": "mallory@evil.example"})
+    before = [action(1, 1, task=task), violation, end(3, task=task)]
+    asyncio.run(send_all(worker.bootstrap, [(s.topic_actions, task.encode(), orjson.dumps(e))
+                                            for e in before]))
+    deadline = time.monotonic() + 60
+    while events_counted(worker.web_port, "task.end") < 1:  # the worker has read the end
+        assert time.monotonic() < deadline, "the worker never read the task's end"
+        time.sleep(0.2)
+    asyncio.run(send_all(worker.bootstrap, [(s.topic_intents, task.encode(),
+                                             orjson.dumps(intent(task)))]))
+    decided = {d["event_id"] or d["event_type"]: d for d in decisions_of(worker, task, 4)}
+    assert decided[violation["event_id"]]["verdict"] == "revoke"
+    assert decided[violation["event_id"]]["command"] is not None
+    assert all(r["code"] != "no_intent" for d in decided.values() for r in d["reasons"])
+    assert decided[f"{task}-end"]["event_type"] == "task.end"
