@@ -183,26 +183,34 @@ def replay_runs(events_path, engines: dict, progress: Callable[[int, int], None]
                 run = runs[task_id] = _Run()
             pos, index = run.add(event)
             for name, (decisions, err) in results.items():
-                if err is not None or not decisions:
-                    continue
-                per_task = outcomes[name]
-                for d in decisions:
-                    out = per_task.get(d["task_id"])
-                    if out is None:
-                        out = per_task[d["task_id"]] = _Outcome()
-                    # Held actions are decided when their intent arrives: place every
-                    # decision at its own event, the one just read when it has no id.
-                    eid = d["event_id"]
-                    where = (pos, index) if eid is None or eid == event.get("event_id") \
-                        else runs.get(d["task_id"], run).at.get(eid, (pos, index))
-                    out.see(d, *where)
+                if err is None:
+                    _place(decisions, outcomes[name], runs, run, (pos, index), event)
         if progress and (lines % PROGRESS_EVERY == 0 or lines == total):
             progress(lines, total)
     if progress and lines != total:
         progress(lines, lines)
+    for name, engine in engines.items():  # the end of the trace: what still waits for an intent
+        for d in engine.flush():
+            run = runs[d["task_id"]]
+            _place([d], outcomes[name], runs, run, (run.events - 1, None), {})
     info = {"lines": lines, "dead_letters": {n: dict(c) for n, c in dead.items()},
             "first_bad": first_bad}
     return runs, outcomes, info
+
+
+def _place(decisions: list[dict], per_task: dict[str, _Outcome], runs: dict[str, _Run],
+           run: _Run, here: tuple[int, int], event: dict) -> None:
+    """Count each decision at its own event. Held events are decided later (when the intent
+    arrives, or at the end): their own place is found by id; `here` is the event just read,
+    for a decision of that event or one without an id."""
+    for d in decisions:
+        out = per_task.get(d["task_id"])
+        if out is None:
+            out = per_task[d["task_id"]] = _Outcome()
+        eid = d["event_id"]
+        where = here if eid is None or eid == event.get("event_id") \
+            else runs.get(d["task_id"], run).at.get(eid, here)
+        out.see(d, *where)
 
 
 def load_labels(labels_path) -> tuple[dict[str, dict], int, list[tuple[int, str, str]]]:

@@ -135,6 +135,17 @@ def test_a_request_held_for_its_late_intent_counts_at_its_own_place(tmp_path):
     assert example["first_harmful_call"] == 0 and example["risk"]["rules"][0] >= 0.9
 
 
+def test_a_run_whose_intent_never_comes_is_counted_from_the_end_of_the_trace(tmp_path):
+    evs = [e for e in run("bare", ["read_inbox"], ["read_inbox"]) if e["type"] != "task.intent"]
+    evs[-1]["event_time"] = evs[-2]["event_time"] + 1  # all within the intent wait
+    ev, lab = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    ev.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in evs))
+    lab.write_bytes(orjson.dumps(label("bare", "benign", evs)) + b"\n")
+    fig = evaluate(ev, lab, catalog=CATALOG, profile="rules")
+    # Held for an intent until the trace ended, then alerted no_intent (not silently dropped).
+    assert fig["alert_rate"] == 1.0 and fig["benign_revoke_rate"] == 0.0
+
+
 def test_cli_writes_json_and_html_report(files, tmp_path, capsys):
     ev, lab, cat = files
     out, report = tmp_path / "eval.json", tmp_path / "report"
