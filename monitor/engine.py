@@ -52,6 +52,8 @@ class Engine:
         self._observers = _overriding(self.detectors, "observe_result")
         self._enders = _overriding(self.detectors, "task_ended")
         self._scorers: dict[str, list] = {}   # tool name -> score_one of the detectors it needs
+        # Events not decided plainly in order, since the last take_counts() (for the metrics).
+        self.counts = dict.fromkeys(HANDLING_KINDS, 0)
 
     # -- learned state -----------------------------------------------------------------------
     def model_state(self) -> dict[str, bytes]:
@@ -76,12 +78,14 @@ class Engine:
         fp = et.fingerprint(event)
         first = et.first_risk(task, fp)
         if et.is_repeat(first):  # a retry: nothing changes; held actions are decided later
+            self.counts["duplicate"] += 1
             decisions = [] if first is None else [self._repeat(task, event, first)]
             return expired + decisions if expired else decisions
         t = event["event_time"]
         mark = et.lateness_of(task, t, self.allowed_lateness)
         if mark is not None and event["type"] != "task.intent":  # (held actions wait for it)
             event = et.as_late(event, mark)
+            self.counts["late"] += 1
         et.advance(task, t)
         etype = event["type"]
         if etype == "task.intent":
@@ -104,6 +108,13 @@ class Engine:
         self.store[task_id] = task
         self.retention.schedule(task)
         return expired + decisions if expired else decisions
+
+    def take_counts(self) -> dict[str, int]:
+        """The handling counts since the last call (the kinds that occurred), reset to 0."""
+        counts = {k: n for k, n in self.counts.items() if n}
+        if counts:
+            self.counts = dict.fromkeys(HANDLING_KINDS, 0)
+        return counts
 
     def flush(self) -> list[dict]:
         """The end of the input (a replay's last line): no intent can come any more, so what
@@ -192,6 +203,7 @@ class Engine:
         come after the task's end. Held events are decided when it does, or `no_intent` when
         the wait for it passes by event time (monitor.retention)."""
         et.remember(task, fp, None)  # its repeats wait for its decision
+        self.counts["held_for_intent"] += 1
         pushed_out = st.hold_pending(task, {**event, HELD_FP: fp} if fp else event)
         return [] if pushed_out is None else [
             self._decide_held(task, pushed_out, self._decide_without_intent)]
@@ -238,6 +250,7 @@ class Engine:
 
     def _decide_without_intent(self, task: dict, event: dict) -> dict:
         """A held event whose intent never came (or not in time)."""
+        self.counts["intent_never_came"] += 1
         if event["type"] == "task.end":
             return self._on_end(task, event)
         reasons = [finding("engine", "no_intent", SUSPICIOUS,
@@ -342,6 +355,7 @@ class Engine:
 
 
 MAX_TOOLS_CACHED = 10_000
+HANDLING_KINDS = ("duplicate", "late", "held_for_intent", "intent_never_came")
 HELD_FP = "held_fingerprint"  # on a held action: its fingerprint (monitor.event_time)
 
 

@@ -40,6 +40,10 @@ REVOCATIONS = Counter("intentwatch_revoke_commands_total", "Revoke commands issu
 DEAD_LETTERS = Counter("intentwatch_dead_letters_total",
                        "Records that broke the contract, by reason", ["reason"],
                        registry=REGISTRY)
+# What the engine did with events out of the ordinary (counted by monitor.engine.Engine).
+HANDLING = Counter("intentwatch_event_handling_total",
+                   "Events the engine did not decide plainly in order, by kind: duplicate, "
+                   "late, held_for_intent, intent_never_came", ["kind"], registry=REGISTRY)
 LATENCY = Histogram("intentwatch_decision_latency_seconds",
                     "Time to decide one event inside the worker",
                     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1),
@@ -123,12 +127,14 @@ class Tally:
     """The per-event metrics of one batch in plain ints; `flush()` adds them to the metrics,
     once (a new Tally for each batch)."""
 
-    __slots__ = ("commands", "dead_letters", "events", "latencies", "risks", "verdicts")
+    __slots__ = ("commands", "dead_letters", "events", "handling", "latencies", "risks",
+                 "verdicts")
 
     def __init__(self) -> None:
         self.events: dict[str, int] = {}
         self.verdicts: dict[str, int] = {}
         self.dead_letters: dict[str, int] = {}
+        self.handling: dict[str, int] = {}
         self.commands = 0
         self.latencies: list[float] = []
         self.risks: list[float] = []
@@ -141,6 +147,10 @@ class Tally:
             self.risks.append(d["risk"])
             self.commands += (d["command"] is not None) + len(d.get("cascade", ()))
 
+    def handled(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self.handling[kind] = self.handling.get(kind, 0) + n
+
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
 
@@ -151,6 +161,8 @@ class Tally:
             decisions_of(verdict).inc(n)
         for reason, n in self.dead_letters.items():
             dead_letters_of(reason).inc(n)
+        for kind, n in self.handling.items():
+            HANDLING.labels(kind).inc(n)
         if self.commands:
             REVOCATIONS.inc(self.commands)
         if self.latencies:

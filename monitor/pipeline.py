@@ -34,6 +34,7 @@ class Pipeline:
         one (decisions, error) per record. The metrics are written once, at the end."""
         tally = metrics.Tally()
         results = [self._decide(raw, key, tally) for raw, key in records]  # (never raises)
+        tally.handled(self.engine.take_counts())
         tally.flush()
         gc_pacing.events_decided(len(results))
         return results

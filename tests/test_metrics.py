@@ -84,3 +84,33 @@ def test_lag_series_of_partitions_no_longer_assigned_are_dropped():
     metrics.set_consumer_lag({("agent.actions", 1): 0})   # partition 0 went to another worker
     assert series() == {("agent.actions", "1"): 0.0}
     metrics.set_consumer_lag({})
+
+
+def test_duplicates_late_events_and_events_waiting_for_their_intent_are_counted():
+    import orjson
+
+    from monitor import metrics
+    from monitor.engine import Engine
+    from monitor.pipeline import Pipeline
+
+    def counted():
+        return {s.labels["kind"]: s.value for s in metrics.HANDLING.collect()[0].samples}
+
+    before = counted()
+    base = {"v": 1, "task_id": "m1", "agent_id": "a", "tool": "read_inbox", "args": {},
+            "phase": "requested", "type": "agent.action"}
+    events = [
+        {**base, "event_id": "e1", "event_time": 100.0},   # held: no intent yet
+        {**base, "event_id": "e1", "event_time": 100.0},   # its repeat
+        {"v": 1, "type": "task.intent", "task_id": "m1", "agent_id": "a", "workload_id": "w",
+         "goal": "read", "tools": ["read_inbox"], "event_time": 99.0},
+        {**base, "event_id": "e2", "event_time": 200.0},
+        {**base, "event_id": "e3", "event_time": 150.0},   # 50 s behind its task: late
+        {**base, "task_id": "m2", "event_id": "x", "event_time": 210.0},  # held, never settled
+        {**base, "task_id": "m3", "event_id": "y", "event_time": 300.0},  # m2's wait passed
+    ]
+    pipeline = Pipeline(Engine(), 1 << 20)
+    pipeline.handle_batch((orjson.dumps(e), None) for e in events)
+    after = counted()
+    grew = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert grew == {"duplicate": 1, "late": 1, "held_for_intent": 3, "intent_never_came": 1}
