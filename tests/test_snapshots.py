@@ -1,6 +1,7 @@
-"""Learned-model snapshots (monitor.detectors.snapshot), no broker: plain versioned JSON,
-refused with a reason when anything else, pickles never read; each detector restored from its
-snapshot scores as the original; the engine loads what it can."""
+"""Learned-model snapshots (monitor.detectors.snapshot, streams.models), no broker: plain
+versioned JSON, refused with a reason when anything else, pickles never read; each detector
+restored from its snapshot scores as the original; the engine loads what it can; snapshot
+records are signed and a bad one is skipped, reported and counted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
+from monitor import signing
 from monitor.catalog import Catalog
 from monitor.detectors import snapshot
 from monitor.detectors.injection_evidence import InjectionEvidence
@@ -22,7 +24,9 @@ from monitor.detectors.sequence_model import CODE, SequenceModel
 from monitor.detectors.snapshot import SnapshotError
 from monitor.detectors.text_model import layout
 from monitor.detectors.window_anomaly import FEATURES, WindowAnomaly
+from monitor.metrics import REGISTRY
 from monitor.profiles import build_engine
+from streams import models
 
 from . import synthetic
 
@@ -170,6 +174,9 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
             det.load_state(payload)
     refused = build_engine("full", CATALOG).load_model_state(dict.fromkeys(LEARNED, payload))
     assert set(refused) == set(LEARNED)
+    restored = models.restore(build_engine("full", CATALOG), models.Snapshot(
+        dict.fromkeys(LEARNED, zlib.compress(payload)), []))
+    assert restored == []
     assert not marker.exists()
 
 
@@ -322,3 +329,79 @@ def test_the_text_model_refuses_weights_out_of_place():
                      weight=snapshot.pack(np.ones(n)))
         with pytest.raises(SnapshotError, match="index: not increasing buckets"):
             InjectionEvidence(CATALOG).load_state(orjson.dumps(dict(doc, model=model)))
+
+
+# -- records of the models topic (streams.models) -----------------------------------------------
+@pytest.fixture(scope="module")
+def keys():
+    return [signing.load_private_key(signing.generate_key_pair()[0]) for _ in range(2)]
+
+
+def test_a_signed_record_verifies_only_with_its_key_name_and_bytes(keys):
+    mine, theirs = keys
+    blob = snapshot.dump("sequence_model", 1, {"counts": {}})
+    value, headers = models.encode("sequence_model", blob, mine)
+    assert [h for h, _ in headers] == [models.KEY_ID_HEADER, models.SIGNATURE_HEADER]
+    assert dict(headers)[models.KEY_ID_HEADER] == signing.key_id(mine).encode()
+    models.check_record("sequence_model", value, headers, mine)
+    assert models.decompress(value) == blob
+    models.check_record("sequence_model", value, [], None)  # no key: anything is taken
+
+    def reason(name, value, headers, key=mine):
+        with pytest.raises(SnapshotError) as err:
+            models.check_record(name, value, headers, key)
+        return err.value.reason
+
+    assert reason("sequence_model", value, []) == "unsigned, and this worker has a signing key"
+    assert reason("window_anomaly", value, headers).startswith("bad signature")  # moved
+    assert reason("sequence_model", value + b"x", headers).startswith("bad signature")
+    assert reason("sequence_model", value, headers, theirs) == (
+        f"bad signature (key id '{signing.key_id(mine)}', this worker's is "
+        f"{signing.key_id(theirs)})")
+    forged = [(models.KEY_ID_HEADER, signing.key_id(mine).encode()),
+              (models.SIGNATURE_HEADER, signing.sign_snapshot("sequence_model", value,
+                                                              theirs).encode())]
+    assert reason("sequence_model", value, forged).startswith("bad signature")
+    garbage = [(models.SIGNATURE_HEADER, b"\xff\xfe not base64")]
+    assert reason("sequence_model", value, garbage).startswith("bad signature (key id ''")
+    assert reason("sequence_model", None, headers) == "no value (a tombstone)"
+    # A command's signature never passes for a snapshot's (the signed bytes differ).
+    assert signing.snapshot_message("x", b"{}").startswith(signing.SNAPSHOT_CONTEXT)
+
+
+@pytest.mark.parametrize("value,reason", [
+    (b"not zlib at all", "not zlib"),
+    (zlib.compress(b"{}")[:-3], "truncated"),
+    (zlib.compress(b"{}") + b"more", "bytes after its end"),
+    (zlib.compress(b"\0" * (snapshot.MAX_BYTES + 1), 9), "over 33554432 bytes"),  # ~33 KB
+])
+def test_a_record_value_that_is_not_a_bounded_zlib_stream_is_refused(value, reason):
+    with pytest.raises(SnapshotError, match=reason):
+        models.decompress(value)
+
+
+def rejected(detector: str) -> float:
+    return REGISTRY.get_sample_value("intentwatch_model_snapshots_rejected_total",
+                                     {"detector": detector}) or 0.0
+
+
+def test_restore_loads_the_good_records_and_reports_and_counts_the_others(capsys):
+    source, _ = trained()
+    saved = source.model_state()
+    before = {name: rejected(name) for name in (*LEARNED, models.UNKNOWN)}
+    snap = models.Snapshot(
+        {"sequence_model": zlib.compress(saved["sequence_model"]),
+         "window_anomaly": b"not zlib", "some_other_name": zlib.compress(b"{}")},
+        [("injection_evidence", "bad signature (...)"), ("", "no key (no detector name)")])
+    engine = build_engine("full", CATALOG)
+    assert models.restore(engine, snap) == ["sequence_model"]
+    assert engine.model_state()["sequence_model"] == saved["sequence_model"]
+    err = capsys.readouterr().err
+    assert "skipped a model snapshot record of 'injection_evidence': bad signature" in err
+    assert "skipped a model snapshot record of '': no key" in err
+    assert "refused the model snapshot of 'window_anomaly': not zlib" in err
+    assert "refused the model snapshot of 'some_other_name': no learned detector" in err
+    assert "restored learned models: ['sequence_model']" in err
+    assert {name: rejected(name) - n for name, n in before.items()} == {
+        "injection_evidence": 1.0, "sequence_model": 0.0, "window_anomaly": 1.0,
+        models.UNKNOWN: 2.0}
