@@ -63,8 +63,8 @@ class Engine:
 
     def load_model_state(self, snapshot: dict[str, bytes]) -> dict[str, str]:
         """Restore each detector that has a snapshot; returns {name: reason} of those whose
-        snapshot was refused (SnapshotError): they start fresh and relearn, the others load.
-        Names of no detector here are ignored."""
+        snapshot was refused (SnapshotError): they keep the state they had (fresh, in a
+        starting worker) and learn on, the others load. Names of no detector here are ignored."""
         refused = {}
         for det in self.detectors:
             if det.name in snapshot:

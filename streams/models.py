@@ -18,8 +18,8 @@ record without a key or a value, or (the worker having a key) unsigned or not si
 key, is skipped: the detector's previous record stands if the topic still holds one. Then
 `restore` decompresses each detector's record and loads it; a record that is not zlib, too
 large, or that the detector refuses leaves that detector fresh. Each refusal is a line on
-stderr and one in intentwatch_model_snapshots_rejected_total{detector}: nothing here stops
-the worker from starting.
+stderr and one in intentwatch_model_snapshots_rejected_total{detector}: no record stops the
+worker from starting (a topic that cannot be read to its end within the timeout still does).
 """
 
 from __future__ import annotations
