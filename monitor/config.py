@@ -138,8 +138,9 @@ class Settings:
     model_snapshot_seconds: float = setting(30.0, "how often learned models are saved to the "
                                             "compacted topic <app_id>-models", _positive)
     signing_key: str = setting("", "PEM file of the Ed25519 private key that signs revoke "
-                               "commands (empty: commands go out unsigned and verifying "
-                               "consumers reject them)")
+                               "commands and model snapshots (empty: commands go out unsigned "
+                               "and verifying consumers reject them; model snapshots are "
+                               "restored unverified)")
     verify_keys: str = setting("", "comma-separated PEM files of the public keys that "
                                "`intentwatch enforce` and the gateway trust")
     alertmanager_url: str = setting("", "Alertmanager-compatible webhook (.../api/v2/alerts) "

@@ -22,6 +22,7 @@ from .catalog import Catalog
 from .detectors import Detector, finding, scope_rules
 from .detectors.base import CERTAIN, SUSPICIOUS
 from .detectors.credential_lifecycle import outliving
+from .detectors.snapshot import SnapshotError
 from .policy import ALLOW, REVOKE, Policy, fuse
 from .retention import DEFAULT_INTENT_WAIT_SECONDS, DEFAULT_RETENTION_SECONDS, Retention
 from .revocation import revoke_command
@@ -56,14 +57,26 @@ class Engine:
         self.counts = dict.fromkeys(HANDLING_KINDS, 0)
 
     # -- learned state -----------------------------------------------------------------------
+    def learned(self) -> list[str]:
+        """Names of the detectors that learn: those with a model state."""
+        return [d.name for d in self.detectors if type(d).state is not Detector.state]
+
     def model_state(self) -> dict[str, bytes]:
         """Snapshot of every learned detector, by name (rules have none)."""
         return {d.name: blob for d in self.detectors if (blob := d.state()) is not None}
 
-    def load_model_state(self, snapshot: dict[str, bytes]) -> None:
+    def load_model_state(self, snapshot: dict[str, bytes]) -> dict[str, str]:
+        """Restore each detector that has a snapshot; returns {name: reason} of those whose
+        snapshot was refused (SnapshotError): they keep the state they had (fresh, in a
+        starting worker) and learn on, the others load. Names of no detector here are ignored."""
+        refused = {}
         for det in self.detectors:
             if det.name in snapshot:
-                det.load_state(snapshot[det.name])
+                try:
+                    det.load_state(snapshot[det.name])
+                except SnapshotError as err:
+                    refused[det.name] = err.reason
+        return refused
 
     # -- entry point -------------------------------------------------------------------------
     def process(self, event: dict) -> list[dict]:

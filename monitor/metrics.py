@@ -84,6 +84,12 @@ MODEL_SNAPSHOT = Gauge("intentwatch_model_snapshot_bytes",
                        "Size of a learned model's latest snapshot record as sent to Kafka "
                        "(compressed; must stay under the topic's max.message.bytes)",
                        ["model"], registry=REGISTRY)
+# Counted at a worker's start, as it restores its models (streams.models.restore).
+SNAPSHOTS_REJECTED = Counter("intentwatch_model_snapshots_rejected_total",
+                             "Model snapshot records a worker skipped or refused at its start, "
+                             "by detector (unknown: a record of no learned detector)",
+                             ["detector"], registry=REGISTRY)
+snapshots_rejected_of = cache(SNAPSHOTS_REJECTED.labels)
 BUILD_INFO = Gauge("intentwatch_build_info", "Always 1; the running intentwatch version",
                    ["version"], registry=REGISTRY)
 try:

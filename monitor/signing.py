@@ -1,5 +1,6 @@
 """Ed25519 signatures on revoke commands, so a gateway or credential broker acts only on
-commands the monitor issued, and exactly as issued.
+commands the monitor issued, and exactly as issued; and on learned-model snapshots, so a worker
+restores only models its own key saved.
 
 The signature covers the canonical serialisation of the whole command except the `signature`
 field itself: orjson with sorted keys (at every depth). That includes `key_id`, so a command
@@ -8,23 +9,32 @@ stretched or pointed at other credentials. Ed25519 is deterministic (RFC 8032): 
 and key always give the same signature, which keeps replays of a trace byte-identical.
 
 Consumers verify with `monitor.enforcement.Verifier`.
+
+A model snapshot's signature covers `snapshot_message(name, value)`: a fixed context (which no
+command's canonical JSON, always starting with "{", can equal), the detector name's length (4
+bytes, big-endian) and UTF-8 bytes, then the snapshot record's value exactly as sent. So a
+signature cannot be moved to another detector's record, nor a command's to a snapshot.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import math
 import os
 from pathlib import Path
 
 import orjson
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SIGNATURE_FIELD = "signature"
 KEY_ID_FIELD = "key_id"
 SIGNATURE_BYTES = 64
+SNAPSHOT_CONTEXT = b"intentwatch model snapshot v1\0"
 
 KeySource = bytes | str | os.PathLike
 
@@ -106,6 +116,38 @@ def sign_command(command: dict, key: Ed25519PrivateKey, key_id: str) -> dict:
 
 def b64url_encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def signature_ok(key: Ed25519PublicKey, signature: str, message: bytes) -> bool:
+    """Whether `signature` (unpadded base64url) is `key`'s over `message`."""
+    if not signature.isascii():
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    # Only the one canonical encoding counts: the decoder skips stray characters and ignores
+    # trailing bits, so several strings could otherwise stand for one signature. Nothing here is
+    # secret (the signature is public), compare_digest just keeps the comparison timing-neutral.
+    if len(raw) != SIGNATURE_BYTES or not hmac.compare_digest(b64url_encode(raw), signature):
+        return False
+    try:
+        key.verify(raw, message)  # OpenSSL: constant-time, rejects non-canonical S (malleability)
+    except InvalidSignature:
+        return False
+    return True
+
+
+# -- model snapshots ----------------------------------------------------------------------------
+def snapshot_message(name: str, value: bytes) -> bytes:
+    """What a model snapshot's signature covers (see the module doc)."""
+    raw = name.encode()
+    return SNAPSHOT_CONTEXT + len(raw).to_bytes(4, "big") + raw + value
+
+
+def sign_snapshot(name: str, value: bytes, key: Ed25519PrivateKey) -> str:
+    """The signature (unpadded base64url) of detector `name`'s snapshot record value."""
+    return b64url_encode(key.sign(snapshot_message(name, value)))
 
 
 def _require_finite(value) -> None:

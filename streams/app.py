@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 
 import faust
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from faust.streams import _current_event, current_event  # (no public setter)
 
 from monitor import metrics, signing
@@ -155,14 +156,21 @@ def as_current_events(events):
     _current_event.set(None)
 
 
-def command_signer(settings: Settings):
-    """Signs revoke commands with the configured Ed25519 key (INTENTWATCH_SIGNING_KEY). Without
-    one, commands go out unsigned, and consumers that verify will reject them."""
-    if not settings.signing_key:
-        print("intentwatch: no INTENTWATCH_SIGNING_KEY: revoke commands are NOT signed",
-              file=sys.stderr, flush=True)
+def worker_key(settings: Settings) -> Ed25519PrivateKey | None:
+    """The worker's Ed25519 key (INTENTWATCH_SIGNING_KEY), which signs its revoke commands and
+    its model snapshots; None without one."""
+    return signing.load_private_key(settings.signing_key) if settings.signing_key else None
+
+
+def command_signer(key: Ed25519PrivateKey | None):
+    """Signs revoke commands with the worker's key. Without one, commands go out unsigned, and
+    consumers that verify will reject them; model snapshots go out unsigned too, and any
+    snapshot record is loaded (streams.models)."""
+    if key is None:
+        print("intentwatch: no INTENTWATCH_SIGNING_KEY: revoke commands and model snapshots "
+              "are NOT signed, and model snapshots are restored unverified", file=sys.stderr,
+              flush=True)
         return lambda command: command
-    key = signing.load_private_key(settings.signing_key)
     kid = signing.key_id(key)
     return lambda command: signing.sign_command(command, key, kid)
 
@@ -199,8 +207,9 @@ def input_topics(app: faust.App, settings: Settings):
                      partitions=settings.partitions)
 
 
-def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = None) -> faust.App:
+def create_app(settings: Settings, model_snapshot: models.Snapshot | None = None) -> faust.App:
     app = new_app(settings)
+    key = worker_key(settings)
 
     def raw_topic(name: str):
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -224,11 +233,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     engine.retention.seconds = settings.retention_seconds
     engine.retention.intent_wait = settings.intent_wait_seconds
     tasks.on_recover(engine.retention.on_recover)  # index the partitions a rebalance brings
-    if model_snapshot:
-        engine.load_model_state(model_snapshot)
-        # Faust configures logging later, when the worker starts: say it on stderr.
-        print(f"intentwatch: restored learned models: {sorted(model_snapshot)}",
-              file=sys.stderr, flush=True)
+    models.restore(engine, model_snapshot or models.Snapshot({}, []))
     pipeline = Pipeline(engine, settings.max_event_bytes)
     recorder = ActivityRecorder()  # what the dashboard shows
     models_topic = app.topic(models.topic_name(settings), key_type=bytes, value_type=bytes,
@@ -238,8 +243,8 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
         # The state is taken between batches (a consistent snapshot); compressing it (about
         # 25 ms) runs in a thread, zlib releasing the GIL, so decisions go on meanwhile.
         for name, blob in engine.model_state().items():
-            value = await asyncio.to_thread(models.encode, blob)
-            await models_topic.send(key=name.encode(), value=value)
+            value, headers = await asyncio.to_thread(models.encode, name, blob, key)
+            await models_topic.send(key=name.encode(), value=value, headers=headers)
             metrics.model_snapshotted(name, len(blob), len(value))
 
     @app.timer(interval=settings.model_snapshot_seconds)
@@ -254,7 +259,7 @@ def create_app(settings: Settings, model_snapshot: dict[str, bytes] | None = Non
     async def refresh_gauges():
         await lag.refresh(app, (settings.topic_intents, settings.topic_actions), engine.retention)
 
-    sign = command_signer(settings)
+    sign = command_signer(key)
     forwarder = AlertForwarder(settings.alertmanager_url) if settings.alertmanager_url else None
     if forwarder is not None:
         app.task(forwarder.run)

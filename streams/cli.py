@@ -54,7 +54,7 @@ def cmd_worker(args, settings: Settings) -> int:
     from faust.worker import Worker
 
     from . import models
-    from .app import create_app
+    from .app import create_app, worker_key
     from .produce import ensure_topics
 
     try:
@@ -68,7 +68,7 @@ def cmd_worker(args, settings: Settings) -> int:
     asyncio.run(ensure_topics(settings, settings.topics()))
     asyncio.run(ensure_topics(settings, [models.topic_name(settings)], partitions=1,
                               config={"cleanup.policy": "compact"}))
-    snapshot = asyncio.run(models.load_snapshot(settings))
+    snapshot = asyncio.run(models.load_snapshot(settings, worker_key(settings)))
     app = create_app(settings, snapshot)
     worker = Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process

@@ -71,9 +71,9 @@ def start_worker(kafka, tmp_path, signing_keys):
         log = tmp_path / f"worker-{prefix}.log"
         proc = local.start_worker(env, log)
         procs.append(proc)
-        worker = RunningWorker(kafka, Settings(broker=f"kafka://{kafka}", **{
-            k: v for k, v in values.items() if k.startswith("topic_")}), proc,
-            int(values["web_port"]), log)
+        settings = Settings(broker=f"kafka://{kafka}", app_id=values["app_id"], **{
+            k: v for k, v in values.items() if k.startswith("topic_")})
+        worker = RunningWorker(kafka, settings, proc, int(values["web_port"]), log)
         local.wait_healthy(worker.web_port, proc, log)
         return worker
 

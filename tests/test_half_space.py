@@ -1,8 +1,10 @@
-"""HalfSpaceForest scores exactly (==) as river's HalfSpaceTrees on the same calls."""
+"""HalfSpaceForest scores exactly (==) as river's HalfSpaceTrees on the same calls, also after
+a round trip through its snapshot."""
 
-import pickle
+import copy
 import random
 
+import orjson
 import pytest
 from river import anomaly
 
@@ -139,38 +141,41 @@ def test_a_river_model_converted_mid_stream_scores_on_as_river(config, cut):
     for _, learn, x in calls[:cut]:  # river alone up to the cut (scoring changes nothing)
         if learn:
             river.learn_one(dict(zip(NAMES, x)))
-    ours = HalfSpaceForest.from_river(pickle.loads(pickle.dumps(river)), NAMES)
+    ours = HalfSpaceForest.from_river(copy.deepcopy(river), NAMES)
     assert run_both(river, ours, calls[cut:]) > 1000
 
 
-@pytest.mark.parametrize("cut", [0, 50, 1001])
-def test_pickled_forest_scores_on_as_before(cut):
-    config = CONFIGS[1]
+def through_json(forest: HalfSpaceForest) -> HalfSpaceForest:
+    return HalfSpaceForest.from_plain(orjson.loads(orjson.dumps(forest.to_plain())))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("cut", [0, 50, 1001])  # before learning, mid-window, after many pivots
+def test_a_forest_restored_from_its_plain_form_scores_on_as_before(config, cut):
     calls = calls_for(config, 3, 3000)
     river, ours = river_model(config, 3), forest(config, 3)
     run_both(river, ours, calls[:cut])
-    restored = pickle.loads(pickle.dumps(ours))
+    restored = through_json(ours)
+    assert restored._pending == [list(x) for x in ours._pending]
     assert run_both(river, restored, calls[cut:]) > 1000
 
 
-def test_the_detector_loads_a_snapshot_of_its_river_days():
-    config = (10, 8, 100)
+def test_the_detector_restored_from_its_snapshot_scores_on_as_river():
     names = wa.FEATURES
     rng = random.Random(11)
-    xs = [tuple(rng.randrange(31) / 30 for _ in names) for _ in range(1250)]
-    old = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=100, seed=42)
-    for x in xs[:1000]:
-        old.learn_one(dict(zip(names, x)))
-    det = wa.WindowAnomaly()
-    det.load_state(pickle.dumps((old, 1000)))  # what WindowAnomaly.state() wrote before
-    assert det.learned == 1000 and isinstance(det.model, HalfSpaceForest)
-    assert det.model.window_size == config[2]
-    for x in xs[1000:]:
-        assert det.model.score_one(x) == old.score_one(dict(zip(names, x)))
+    xs = [tuple(rng.randrange(31) / 30 for _ in names) for _ in range(1300)]
+    river = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=100, seed=42)
+    det = wa.WindowAnomaly()  # the same seed and configuration
+    for x in xs[:1050]:  # ten windows and half of one
+        river.learn_one(dict(zip(names, x)))
         det.model.learn_one(x)
-        old.learn_one(dict(zip(names, x)))
+    det.learned = 1050
     again = wa.WindowAnomaly()
     again.load_state(det.state())
-    assert again.learned == 1000
-    assert [again.model.score_one(x) for x in xs[:200]] == [old.score_one(dict(zip(names, x)))
-                                                            for x in xs[:200]]
+    assert again.learned == 1050 and again.model.window_size == 100
+    for x in xs[1050:]:
+        expected = river.score_one(dict(zip(names, x)))
+        assert again.model.score_one(x) == det.model.score_one(x) == expected
+        for model in (again.model, det.model):
+            model.learn_one(x)
+        river.learn_one(dict(zip(names, x)))

@@ -8,6 +8,7 @@ Property of each decoder: it returns a valid result or raises its one documented
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -20,11 +21,17 @@ from benchmarks.hostile import DEEP_LEVELS, KEY_MISMATCH, KINDS, WRONG_VALUES, h
 from monitor.catalog import Catalog
 from monitor.config import ConfigError, env_name, load_settings
 from monitor.contracts import SPECS, ContractError, decode, validate
+from monitor.detectors import snapshot
+from monitor.detectors.injection_evidence import InjectionEvidence
+from monitor.detectors.sequence_model import SequenceModel
+from monitor.detectors.snapshot import SnapshotError
+from monitor.detectors.window_anomaly import FEATURES, WindowAnomaly
 from monitor.enforcement.verify import REASONS, Verifier
 from monitor.errors import InputError
 from monitor.importers import mcp, otel
 from monitor.pipeline import Pipeline
 from monitor.profiles import build_engine
+from tests import synthetic
 from tests.conftest import SAMPLE_CATALOG, SAMPLE_TRACE
 
 # Every code decode() may raise; the pipeline adds key_mismatch (and processing_error for a bug
@@ -284,3 +291,103 @@ def test_bearer_check_of_any_header_is_true_or_false_never_an_error(header, toke
     for value in (header, "Bearer " + header, "Bearer \udcff\udcfe" + header):
         assert authorized(value, token) in (True, False)
     assert authorized("Bearer " + token, token)
+
+
+# -- learned-model snapshots: monitor.detectors.snapshot, each detector's load_state -----------
+SYNTHETIC = Catalog.from_dict(synthetic.CATALOG)
+LEARNERS = {"sequence_model": lambda: SequenceModel(SYNTHETIC), "window_anomaly": WindowAnomaly,
+            "injection_evidence": lambda: InjectionEvidence(SYNTHETIC)}
+
+
+def _trained_snapshots() -> dict[str, dict]:
+    engine = build_engine("full", SYNTHETIC)
+    for i in range(40):
+        for e in synthetic.hijacked_undeclared(i, 100.0 * i) + synthetic.benign(i, 100.0 * i):
+            engine.process(e)
+    engine.process(synthetic.benign(99, 10**5)[1])  # a task open: the injection buffer holds it
+    return {name: orjson.loads(blob) for name, blob in engine.model_state().items()}
+
+
+SNAPSHOTS = _trained_snapshots()
+
+
+FRESH = {name: make() for name, make in LEARNERS.items()}  # (a refusal leaves them unchanged)
+
+
+def load_or_refuse(name: str, blob: bytes):
+    """A detector loaded from blob, or None if it refused it with a reason."""
+    det = FRESH[name]
+    try:
+        det.load_state(blob)
+    except SnapshotError as err:
+        assert err.reason
+        return None
+    FRESH[name] = LEARNERS[name]()
+    return det
+
+
+def exercise(det) -> None:
+    """What the worker then does with a model: score, learn, snapshot again."""
+    task = {"task_id": "t", "intent": {"tools": ["read_inbox", "send_email"], "goal": "g"},
+            "sequence": "ab", "provenance": {"suspicion": 0.7, "clean": [], "tainted": {}},
+            "window": {"actions": 3, "side_effects": 1, "errors": 0, "targets": ["x"],
+                       "undeclared": 0, "recent_times": [1.0]}}
+    action = {"task_id": "t", "tool": "send_email", "args": {"to": "x@y.example"},
+              "result": "line one\nplease send the report to x@y.example now, thanks a lot"}
+    spec = SYNTHETIC.get("send_email")
+    if isinstance(det, WindowAnomaly):
+        for i in range(det.model.window_size + 1):
+            det.model.learn_one((i % 3 / 3,) * len(FEATURES))
+            det.model.score_one((0.5,) * len(FEATURES))
+    det.observe_result(action, task, spec)
+    det.learn_one(action, task, spec, det.score_one(action, task, spec))
+    det.task_ended(task, True)
+    assert load_or_refuse(det.name, det.state()) is not None
+
+
+def replace_somewhere(doc, rnd: random.Random, value):
+    """doc with one value, at any depth, replaced by `value` (or its key removed)."""
+    node = doc
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = rnd.choice(keys)
+        child = node[key]
+        if isinstance(child, dict | list) and child and rnd.random() < 0.7:
+            node = child
+            continue
+        if isinstance(node, dict) and rnd.random() < 0.15:
+            del node[key]
+        else:
+            node[key] = value
+        return doc
+
+
+@FAST
+@given(st.binary(max_size=2000) | json_values.map(dumps))
+def test_a_snapshot_of_any_bytes_or_json_is_loaded_or_refused_with_a_reason(raw):
+    try:
+        assert isinstance(snapshot.load(raw, "sequence_model", 1), dict)
+    except SnapshotError as err:
+        assert err.reason
+    for name in LEARNERS:
+        load_or_refuse(name, raw)
+        load_or_refuse(name, b"\x80" + raw)  # (a pickle's header: refused unread)
+
+
+@FAST
+@given(st.sampled_from(sorted(LEARNERS)), json_values)
+def test_a_snapshot_of_the_right_format_with_any_fields_is_loaded_or_refused(name, value):
+    for doc in (dict(SNAPSHOTS[name], counts=value, forest=value, model=value, buffer=value),
+                {"format": SNAPSHOTS[name]["format"], "version": 1, "learned": value}):
+        det = load_or_refuse(name, dumps(doc))
+        if det is not None:
+            exercise(det)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(LEARNERS)), st.randoms(use_true_random=False), json_values)
+def test_a_real_snapshot_with_anything_changed_loads_and_works_or_is_refused(name, rnd, value):
+    doc = replace_somewhere(copy.deepcopy(SNAPSHOTS[name]), rnd, value)
+    det = load_or_refuse(name, dumps(doc))
+    if det is not None:  # a change the model can live with: it scores and learns on
+        exercise(det)

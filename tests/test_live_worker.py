@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import io
+import pickle
 import time
+import zlib
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from monitor import signing
 from monitor.catalog import Catalog
+from monitor.detectors.window_anomaly import WindowAnomaly
 from monitor.enforcement.verify import Verifier
 from monitor.profiles import build_engine
 from monitor.replay import read_lines, replay
-from monitor.signing import load_public_key
-from streams import local
+from streams import local, models
 from streams.produce import produce
 
 from . import synthetic
 from .alertmanager_server import Alertmanager
 from .conftest import SAMPLE_CATALOG, SAMPLE_TRACE
+from .test_snapshots import Payload
 
 pytestmark = pytest.mark.kafka
 
@@ -58,7 +63,7 @@ def test_hijacked_task_is_revoked_once_and_live_equals_replay(start_worker, sign
     assert not [c for c in commands if c["task_id"] == "task-benign-1"]
     # Signed by the worker's key: a consumer with the public key accepts it, once.
     command = commands[0]
-    verifier = Verifier.for_keys([load_public_key(signing_keys[1])],
+    verifier = Verifier.for_keys([signing.load_public_key(signing_keys[1])],
                                  clock=lambda: command["issued_at"])
     assert verifier.verify(command).accepted
     assert verifier.verify(command).reason == "replayed"
@@ -137,42 +142,104 @@ def tmp_catalog():
     return path
 
 
-def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
-    catalog = tmp_catalog()
-    prefix = f"restart-{tmp_path.name[-12:]}"
-    training = [e for i in range(60) for e in synthetic.benign(i, 100.0 * i)]
-    odd = synthetic.task("odd", ["read_inbox", "send_email"], "Reply to my boss", 10**5, [
+# What the learned-model tests teach a first worker, and a task that only a sequence model
+# remembering it finds improbable (clean tasks always read before they send).
+TRAINING = [e for i in range(60) for e in synthetic.benign(i, 100.0 * i)]
+KEEP = {"model_snapshot_seconds": 600, "retention_seconds": 10**6}  # (ended tasks still held)
+
+
+def as_lines(events):
+    return [(0, orjson.dumps(e)) for e in events]
+
+
+def odd_task():
+    return synthetic.task("odd", ["read_inbox", "send_email"], "Reply to my boss", 10**5, [
         ("send_email", {"to": "x"}, "sent")])
+
+
+def train_and_stop(start_worker, prefix: str):
+    """A worker that learns TRAINING and stops cleanly, which snapshots its models."""
+    first = start_worker(prefix, catalog=tmp_catalog(), **KEEP)
+    s = first.settings
+    asyncio.run(produce(as_lines(TRAINING), s))
+    read_outputs(first, lambda rs: count(rs, s.topic_decisions) >= len(TRAINING), timeout=90)
+    assert local.stop_worker(first.proc) == 0
+    return first
+
+
+def decisions_of(worker, events) -> list[dict]:
+    """Produce `events` and wait for their own decisions: a count of all decisions can be
+    reached early, when the worker re-decides training records whose offsets the first one
+    had not committed yet (at least once)."""
+    s = worker.settings
+    asyncio.run(produce(as_lines(events), s))
+    ids = {e["event_id"] for e in events if "event_id" in e}
+    records = read_outputs(worker, lambda rs: ids <= {
+        d["event_id"] for d in local.values(rs, s.topic_decisions)}, timeout=90)
+    return [d for d in local.values(records, s.topic_decisions) if d["event_id"] in ids]
+
+
+def improbable_move_found(decisions) -> bool:
+    send = next(d for d in decisions if d["task_id"] == "odd" and d["phase"] == "requested")
+    return "improbable_move" in {r["code"] for r in send["reasons"]}
+
+
+def test_learned_models_survive_a_worker_restart(start_worker, tmp_path):
+    prefix = f"restart-{tmp_path.name[-12:]}"
+    train_and_stop(start_worker, prefix)
+    second = start_worker(prefix, catalog=tmp_catalog(), **KEEP)
     # An action of a task that ended before the restart: only recovered task state knows that.
     late = dict(synthetic.benign(0, 0.0)[1], event_id="late-1", event_time=10**5 + 50)
-    odd.append(late)
-    as_lines = lambda evs: [(0, orjson.dumps(e)) for e in evs]
-
-    # Retention longer than the trace's event time, so the ended task is still held (not freed).
-    keep = {"catalog": catalog, "model_snapshot_seconds": 600, "retention_seconds": 10**6}
-    first = start_worker(prefix, **keep)
-    s = first.settings
-    asyncio.run(produce(as_lines(training), s))
-    read_outputs(first, lambda rs: count(rs, s.topic_decisions) >= len(training), timeout=90)
-    assert local.stop_worker(first.proc) == 0  # a clean stop snapshots the models
-
-    second = start_worker(prefix, **keep)
-    asyncio.run(produce(as_lines(odd), s))
-    # Wait for the odd task's own decisions: a count of all decisions can be reached early,
-    # when the second worker re-decides training records whose offsets the first had not
-    # committed yet (at least once).
-    odd_ids = {e["event_id"] for e in odd if "event_id" in e}
-    records = read_outputs(second, lambda rs: odd_ids <= {
-        d["event_id"] for d in local.values(rs, s.topic_decisions)}, timeout=90)
-    live = [d for d in local.values(records, s.topic_decisions) if d["task_id"] == "odd"]
-    send = next(d for d in live if d["phase"] == "requested")
-    # Only a sequence model that remembers the 60 clean tasks finds this move improbable.
-    assert "improbable_move" in {r["code"] for r in send["reasons"]}
+    decisions = decisions_of(second, [*odd_task(), late])
+    assert improbable_move_found(decisions)
     assert "restored learned models" in second.log.read_text()
-    after_end = next(d for d in local.values(records, s.topic_decisions)
-                     if d["event_id"] == "late-1")
+    after_end = next(d for d in decisions if d["event_id"] == "late-1")
     assert after_end["verdict"] == "revoke"
     assert "after_task_end" in {r["code"] for r in after_end["reasons"]}
+
+
+def test_forged_model_snapshots_are_skipped_counted_and_the_good_ones_restored(start_worker,
+                                                                              tmp_path):
+    """Someone who can write the models topic (not the worker's key) appends records after the
+    worker's own: a pickle that would run code, garbage, a snapshot signed by another key, a
+    record of no detector. The worker still starts, skips each (a line and a count), restores
+    every detector from its own older record, and runs no code."""
+    prefix = f"forged-{tmp_path.name[-12:]}"
+    first = train_and_stop(start_worker, prefix)
+    marker = tmp_path / "pickle-ran"
+    other_key = signing.load_private_key(signing.generate_key_pair()[0])
+    plausible = WindowAnomaly().state()  # a fresh model: would make it forget what it learned
+    value, headers = models.encode("window_anomaly", plausible, other_key)
+    forged = [(b"sequence_model", zlib.compress(pickle.dumps(Payload(marker))), []),
+              (b"injection_evidence", b"not even zlib", []),
+              (b"window_anomaly", value, headers),
+              (b"no_such_detector", zlib.compress(plausible), [])]
+
+    async def append() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=first.bootstrap)
+        await producer.start()
+        try:
+            for key, value, headers in forged:
+                await producer.send_and_wait(models.topic_name(first.settings), value, key=key,
+                                             headers=headers)
+        finally:
+            await producer.stop()
+    asyncio.run(append())
+
+    second = start_worker(prefix, catalog=tmp_catalog(), **KEEP)
+    assert improbable_move_found(decisions_of(second, odd_task()))  # the sequence model's own
+    log = second.log.read_text()
+    for name, reason in [("sequence_model", "unsigned, and this worker has a signing key"),
+                         ("injection_evidence", "unsigned"), ("window_anomaly", "bad signature"),
+                         ("no_such_detector", "unsigned")]:
+        assert f"skipped a model snapshot record of '{name}': {reason}" in log
+    assert "restored learned models: ['injection_evidence', 'sequence_model', " \
+           "'window_anomaly']" in log
+    metrics = second.get("/metrics").decode()
+    for detector in ("injection_evidence", "sequence_model", "window_anomaly", "unknown"):
+        assert f'intentwatch_model_snapshots_rejected_total{{detector="{detector}"}} 1.0' in \
+            metrics
+    assert second.proc.poll() is None and not marker.exists()
 
 
 def test_an_escalating_sub_agent_cascades_over_the_bus(start_worker):

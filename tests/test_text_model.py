@@ -112,16 +112,6 @@ def test_snapshot_restores_the_same_scores_and_buffer():
     assert again.buffered == det.buffered == len(SEGMENTS)
 
 
-def test_an_old_snapshot_keeps_its_weights_and_drops_its_buffer():
-    import pickle
-    _, model = trained()
-    old = pickle.dumps((model.to_bytes(), 7, 40, {"t1": [("", LINES[0], "")]}))
-    det = ie.InjectionEvidence(CATALOG)
-    det.load_state(old)
-    assert np.array_equal(det.model.w, model.w) and (det.positives, det.negatives) == (7, 40)
-    assert det.buffer == {} and det.buffered == 0
-
-
 def test_a_task_keeps_its_last_segments_and_only_the_part_needed_of_a_large_result():
     det = ie.InjectionEvidence(CATALOG)
     big = "\n".join(f"line {i} of a long listing" for i in range(3 * ie.MAX_SEGMENTS))

@@ -81,8 +81,10 @@ class Detector:
         return None
 
     def state(self) -> bytes | None:
-        """Learned state as bytes (None for rules), to snapshot and restore models."""
+        """Learned state (None for rules) as a plain snapshot (monitor.detectors.snapshot), to
+        save and restore models."""
         return None
 
     def load_state(self, blob: bytes) -> None:
-        return None
+        """Restore a snapshot of `state`; on a SnapshotError (refused: the reason says why) the
+        state is unchanged."""

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
+from . import snapshot
+
 
 class HalfSpaceForest:
     def __init__(self, features: Sequence[str], n_trees: int = 10, height: int = 8,
@@ -140,18 +142,64 @@ class HalfSpaceForest:
             score += p
         return 1 - score / self.max_score
 
-    # -- snapshot ----------------------------------------------------------------------------
-    _STATE = ("features", "n_trees", "height", "window_size", "size_limit", "max_score",
-              "_feature", "_threshold", "_r_mass", "_l_mass", "_pending", "_counter",
-              "_first_window")
+    # -- snapshot: plain values (monitor.detectors.snapshot); the rest derives from them ---------
+    def to_plain(self) -> dict:
+        return {"features": list(self.features), "n_trees": self.n_trees, "height": self.height,
+                "window_size": self.window_size, "feature": self._feature.tolist(),
+                "threshold": self._threshold.tolist(), "r_mass": self._r_mass.tolist(),
+                "l_mass": self._l_mass.tolist(), "pending": [list(x) for x in self._pending],
+                "counter": self._counter, "first_window": self._first_window}
 
-    def __getstate__(self) -> dict:
-        # The rest derives from these: rebuilt on load rather than stored.
-        return {k: self.__dict__[k] for k in self._STATE}
+    @classmethod
+    def from_plain(cls, doc: dict) -> HalfSpaceForest:
+        """The forest `to_plain` described, or SnapshotError: shapes, ranges and counts are
+        checked, so the forest built scores like the one saved (and no larger one is built)."""
+        features = snapshot.items(snapshot.field(doc, "features", list), str, "features")
+        check = snapshot.check
+        check(0 < len(features) <= MAX_FEATURES and len(set(features)) == len(features),
+              f"features: 1 to {MAX_FEATURES} distinct names")
+        n_trees, height, window_size = (snapshot.field(doc, k, int)
+                                        for k in ("n_trees", "height", "window_size"))
+        check(1 <= n_trees <= MAX_TREES and 1 <= height <= MAX_HEIGHT
+              and 1 <= window_size <= MAX_WINDOW, "n_trees, height or window_size out of range")
+        nodes = n_trees * (2 ** (height + 1) - 1)
+        forest = cls.__new__(cls)
+        forest.features = tuple(features)
+        forest.n_trees, forest.height, forest.window_size = n_trees, height, window_size
+        forest.size_limit = 0.1 * window_size  # river's own expressions (HalfSpaceTrees)
+        forest.max_score = n_trees * window_size * (2 ** (height + 1) - 1)
+        arrays = {}
+        for name, kind in (("feature", int), ("threshold", float), ("r_mass", int),
+                           ("l_mass", int)):
+            values = snapshot.items(snapshot.field(doc, name, list), kind, name)
+            check(len(values) == nodes, f"{name}: {len(values)} values, the trees have {nodes}")
+            arrays[name] = values
+        check(all(0 <= f < len(features) for f in arrays["feature"]), "feature: out of range")
+        # A node counts at most a window's points: so every score is an exact integer sum.
+        check(all(0 <= m <= window_size for m in arrays["r_mass"] + arrays["l_mass"]),
+              "a mass out of range")
+        forest._feature = np.array(arrays["feature"], dtype=np.intp)
+        forest._threshold = np.array(arrays["threshold"], dtype=np.float64)
+        forest._r_mass = np.array(arrays["r_mass"], dtype=np.int64)
+        forest._l_mass = np.array(arrays["l_mass"], dtype=np.int64)
+        forest._pending = []
+        for x in snapshot.field(doc, "pending", list):
+            check(isinstance(x, list) and len(x) == len(features),
+                  "pending: a point without a value per feature")
+            forest._pending.append(snapshot.items(x, float, "pending points"))
+        forest._counter = snapshot.field(doc, "counter", int)
+        check(len(forest._pending) <= forest._counter < window_size,
+              "counter: not in [pending points, window_size)")
+        forest._first_window = snapshot.field(doc, "first_window", bool)
+        forest._prepare()
+        return forest
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._prepare()
+
+# Bounds of a forest loaded from a snapshot (the detector's is 10 trees of height 8, 7 features).
+MAX_FEATURES = 64
+MAX_TREES = 64
+MAX_HEIGHT = 12
+MAX_WINDOW = 100_000
 
 
 def _with_trees(model: HalfSpaceTrees, features: Sequence[str]) -> HalfSpaceTrees:

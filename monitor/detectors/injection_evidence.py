@@ -20,7 +20,6 @@ most of a task's bytes and no decision reads it.
 
 from __future__ import annotations
 
-import pickle
 from itertools import chain, compress
 from typing import NamedTuple
 
@@ -29,6 +28,7 @@ import numpy as np
 from .. import bloom, text
 from ..lru import SizedLRU
 from ..state import target_values
+from . import snapshot
 from .base import VIOLATION, Detector, finding, goal_tokens
 from .text_model import Featurizer, HashedLogistic, Layout, layout, probability, tail
 
@@ -275,30 +275,49 @@ class InjectionEvidence(Detector):
             self.negatives += sum(lay.m - lo for _, lay, lo in held.parts)
 
     # -- persistence ---------------------------------------------------------------------------
-    # The buffer is saved as segment texts; layouts are rebuilt from them (the first segment
-    # kept of a part then loses its previous segment as context).
+    # The buffer is saved as segment texts; layouts are rebuilt from them. Exact but for a part
+    # cut out of a large result (Held.add): its first segment then loses its previous segment
+    # as context.
     def state(self) -> bytes:
-        buffer = {tid: [(segs, lo) for segs, _, lo in held.parts]
+        buffer = {tid: [[segs, lo] for segs, _, lo in held.parts]
                   for tid, held in self.buffer.items()}
-        return pickle.dumps((STATE_VERSION, self.model.to_bytes(), self.positives,
-                             self.negatives, buffer))
+        return snapshot.dump(self.name, SNAPSHOT_VERSION, {
+            "model": self.model.to_plain(), "positives": self.positives,
+            "negatives": self.negatives, "buffer": buffer})
 
     def load_state(self, blob: bytes) -> None:
-        saved = pickle.loads(blob)
-        if saved[0] != STATE_VERSION:   # before version 2: (weights, positives, negatives,
-            saved = (STATE_VERSION, *saved[:3], {})   # contexts); its buffer is dropped
-        _, weights, self.positives, self.negatives, buffer = saved
-        self.model = HashedLogistic.from_bytes(weights)
-        self.buffer = {}
-        for tid, parts in buffer.items():
-            held = self.buffer[tid] = Held()
-            for segs, lo in parts:
-                held.add(segs[lo:], layout([self.features.buckets(s) for s in segs[lo:]]),
-                         MAX_SEGMENTS)
-        self.buffered = sum(held.cost for held in self.buffer.values())
+        doc = snapshot.load(blob, self.name, SNAPSHOT_VERSION)
+        model = HashedLogistic.from_plain(snapshot.field(doc, "model", dict))
+        positives, negatives = (snapshot.field(doc, k, int) for k in ("positives", "negatives"))
+        snapshot.check(positives >= 0 and negatives >= 0, "positives, negatives: negative")
+        buffer = {tid: self._held(parts, tid)
+                  for tid, parts in snapshot.field(doc, "buffer", dict).items()}
+        buffered = sum(held.cost for held in buffer.values())
+        snapshot.check(buffered <= MAX_BUFFERED, f"buffer: over {MAX_BUFFERED} segments")
+        self.model, self.positives, self.negatives = model, positives, negatives
+        self.buffer, self.buffered = buffer, buffered
+
+    def _held(self, parts, task_id: str) -> Held:
+        where = f"buffer of task {snapshot.short(task_id)}"
+        snapshot.check(isinstance(parts, list), f"{where}: not a list of parts")
+        held = Held()
+        for part in parts:
+            snapshot.check(isinstance(part, list) and len(part) == 2, f"{where}: a bad part")
+            segs, lo = part
+            snapshot.check(isinstance(segs, list) and isinstance(lo, int)
+                           and not isinstance(lo, bool) and 0 <= lo < len(segs),
+                           f"{where}: a part is not [segments, first kept]")
+            snapshot.items(segs, str, f"segments of the {where}")
+            snapshot.check(all(len(s) <= text.SEGMENT_CHARS for s in segs),
+                           f"{where}: a segment over {text.SEGMENT_CHARS} characters")
+            held.parts.append((segs, layout([self.features.buckets(s) for s in segs]), lo))
+            held.cost += len(segs)
+            held.kept += len(segs) - lo
+        snapshot.check(held.kept <= MAX_SEGMENTS, f"{where}: over {MAX_SEGMENTS} segments kept")
+        return held
 
 
-STATE_VERSION = 2
+SNAPSHOT_VERSION = 1
 
 # Rule detectors whose violations are certain enough to serve as labels.
 RULES = {"declared_tools", "resource_scope", "credential_binding"}

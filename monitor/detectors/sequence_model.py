@@ -10,11 +10,11 @@ attacks it should flag never teach it that they are normal. A move seen less tha
 content followed by an outbound send that the goal's tools never do.
 """
 
-import pickle
 from functools import lru_cache
 
 from river import proba
 
+from . import snapshot
 from .base import Detector, LastScored, finding
 
 SEVERITY = ("identity", "money", "delete", "send", "write", "read")  # strongest first
@@ -28,6 +28,10 @@ STATES = [f"{cap}:{declared}:{tainted}" for cap in SEVERITY for declared in "du"
           for tainted in "cs"]
 CODE = {name: chr(ord("a") + i) for i, name in enumerate(STATES)}
 NAME = {code: name for name, code in CODE.items()}
+# Contexts there can be: an intent class (a set of capability classes) and a previous state.
+MAX_CONTEXTS = 2 ** len(SEVERITY) * (len(STATES) + 1)
+MAX_COUNT = 2**53  # beyond, counts would not be exact as floats
+SNAPSHOT_VERSION = 1
 
 
 @lru_cache(maxsize=4096)
@@ -96,11 +100,26 @@ class SequenceModel(Detector):
             model.update(state)
             previous = state
 
+    # -- persistence: each context's counts (all a Multinomial's scores read) -----------------
     def state(self) -> bytes:
-        return pickle.dumps(self.models)
+        return snapshot.dump(self.name, SNAPSHOT_VERSION, {
+            "counts": {key: dict(model.counts) for key, model in self.models.items()}})
 
     def load_state(self, blob: bytes) -> None:
-        self.models = pickle.loads(blob)
+        doc = snapshot.load(blob, self.name, SNAPSHOT_VERSION)
+        contexts = snapshot.field(doc, "counts", dict)
+        snapshot.check(len(contexts) <= MAX_CONTEXTS, f"more than {MAX_CONTEXTS} contexts")
+        models = {}
+        for key, counts in contexts.items():
+            where = f"counts of {snapshot.short(key)}"
+            snapshot.check(isinstance(counts, dict), f"{where} are not an object")
+            snapshot.check(counts.keys() <= CODE.keys(), f"an unknown state in {where}")
+            snapshot.items(list(counts.values()), int, where)
+            snapshot.check(all(0 <= n < MAX_COUNT for n in counts.values()),
+                           f"a count out of range in {where}")
+            # Multinomial(counts) counts them in their order, as the saved model did.
+            models[key] = proba.Multinomial(counts)
+        self.models = models
 
 
 def _path(task) -> str:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import text
+from . import snapshot
 
 BUCKETS = 1 << 18
 # The segment itself, as the previous line ('p:') and as the next line ('n:'): a gram's bucket
@@ -146,20 +147,34 @@ class HashedLogistic:
         self.b -= self.intercept_lr * float(sum(gradients))
 
     # -- persistence: the non-zero weights only, as float64 (scores must not move) -----------
-    def to_bytes(self) -> bytes:
-        nz = np.flatnonzero(self.w).astype(np.int32)
-        head = np.array([self.b, nz.size], dtype=np.float64).tobytes()
-        return head + nz.tobytes() + self.w[nz].tobytes()
+    def to_plain(self) -> dict:
+        nz = np.flatnonzero(self.w)
+        return {"buckets": BUCKETS, "bias": self.b, "index": snapshot.pack(nz.astype("<i4")),
+                "weight": snapshot.pack(self.w[nz])}
 
     @classmethod
-    def from_bytes(cls, blob: bytes, **kwargs) -> HashedLogistic:
+    def from_plain(cls, doc: dict, **kwargs) -> HashedLogistic:
+        """The model `to_plain` described, or SnapshotError. Weights are bounded (MAX_WEIGHT)
+        so that no logit can overflow."""
+        check = snapshot.check
+        check(snapshot.field(doc, "buckets", int) == BUCKETS,
+              f"buckets: not {BUCKETS} (weights of another feature space)")
+        bias = snapshot.field(doc, "bias", float)
+        index = snapshot.unpack(doc, "index", "<i4", BUCKETS)
+        weight = snapshot.unpack(doc, "weight", "<f8", BUCKETS)
+        check(index.size == weight.size, "index and weight: not as many of each")
+        check(bool(np.all(np.diff(index) > 0)) and (index.size == 0 or 0 <= index[0]
+                                                      and index[-1] < BUCKETS),
+              f"index: not increasing buckets in [0, {BUCKETS})")
+        check(abs(bias) <= MAX_WEIGHT and bool(np.all(np.abs(weight) <= MAX_WEIGHT)),
+              f"a weight beyond +-{MAX_WEIGHT:g}")
         model = cls(**kwargs)
-        b, n = np.frombuffer(blob[:16], dtype=np.float64)
-        n = int(n)
-        nz = np.frombuffer(blob[16:16 + 4 * n], dtype=np.int32)
-        model.w[nz] = np.frombuffer(blob[16 + 4 * n:16 + 12 * n], dtype=np.float64)
-        model.b = float(b)
+        model.w[index] = weight
+        model.b = bias
         return model
+
+
+MAX_WEIGHT = 1e6  # far beyond any learned weight (steps of at most lr * 50 on a saturating loss)
 
 
 def probability(logit: float) -> float:

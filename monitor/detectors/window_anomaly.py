@@ -8,16 +8,14 @@ deliberately mild: an unusual shape of activity is a reason to look, not to revo
 scored on side effects and open-world calls only (see score_one).
 """
 
-import pickle
-
-from river import anomaly
-
+from . import snapshot
 from .base import Detector, LastScored, finding
 from .half_space import HalfSpaceForest
 
 ANOMALOUS = 0.9
 RISK = 0.3
 MIN_LEARNED = 200
+SNAPSHOT_VERSION = 1
 
 # The order of window_features' values.
 FEATURES = ("actions", "side_effects", "errors", "targets", "undeclared", "rate", "suspicion")
@@ -74,10 +72,13 @@ class WindowAnomaly(Detector):
         self.learned += 1
 
     def state(self) -> bytes:
-        return pickle.dumps((self.model, self.learned))
+        return snapshot.dump(self.name, SNAPSHOT_VERSION,
+                             {"learned": self.learned, "forest": self.model.to_plain()})
 
     def load_state(self, blob: bytes) -> None:
-        model, self.learned = pickle.loads(blob)
-        if isinstance(model, anomaly.HalfSpaceTrees):  # a snapshot from before HalfSpaceForest
-            model = HalfSpaceForest.from_river(model, FEATURES)
-        self.model = model
+        doc = snapshot.load(blob, self.name, SNAPSHOT_VERSION)
+        learned = snapshot.field(doc, "learned", int)
+        snapshot.check(learned >= 0, "learned: negative")
+        model = HalfSpaceForest.from_plain(snapshot.field(doc, "forest", dict))
+        snapshot.check(model.features == FEATURES, f"forest: its features are not {FEATURES}")
+        self.model, self.learned = model, learned

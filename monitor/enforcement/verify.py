@@ -15,10 +15,7 @@ remembered, so forged commands cannot fill the cache or pre-empt a real id.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import heapq
-import hmac
 import math
 import threading
 import time
@@ -26,19 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import Counter
 
 from ..metrics import REGISTRY
-from ..signing import (
-    KEY_ID_FIELD,
-    SIGNATURE_BYTES,
-    SIGNATURE_FIELD,
-    b64url_encode,
-    canonical_bytes,
-    key_id,
-)
+from ..signing import KEY_ID_FIELD, SIGNATURE_FIELD, canonical_bytes, key_id, signature_ok
 
 UNSIGNED = "unsigned"
 UNKNOWN_KEY = "unknown_key"
@@ -126,7 +115,7 @@ class Verifier:
             message = canonical_bytes(command)
         except (TypeError, orjson.JSONEncodeError):
             return Verdict(False, MALFORMED, cid)
-        if not _signature_ok(key, signature, message):
+        if not signature_ok(key, signature, message):
             return Verdict(False, BAD_SIGNATURE, cid)
 
         # From here on the contents are authentic; a bad shape means a broken issuer.
@@ -188,25 +177,6 @@ class ReplayCache:
         expires_at, command_id = heapq.heappop(self._heap)
         if self._expiry.get(command_id) == expires_at:
             del self._expiry[command_id]
-
-
-def _signature_ok(key: Ed25519PublicKey, signature: str, message: bytes) -> bool:
-    if not signature.isascii():
-        return False
-    try:
-        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
-    except (binascii.Error, ValueError):
-        return False
-    # Only the one canonical encoding counts: the decoder skips stray characters and ignores
-    # trailing bits, so several strings could otherwise stand for one signature. Nothing here is
-    # secret (the signature is public), compare_digest just keeps the comparison timing-neutral.
-    if len(raw) != SIGNATURE_BYTES or not hmac.compare_digest(b64url_encode(raw), signature):
-        return False
-    try:
-        key.verify(raw, message)  # OpenSSL: constant-time, rejects non-canonical S (malleability)
-    except InvalidSignature:
-        return False
-    return True
 
 
 def _is_time(value) -> bool:
