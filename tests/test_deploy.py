@@ -86,6 +86,20 @@ def test_every_deploy_file_parses():
         tomllib.loads(path.read_text())
 
 
+def test_grafana_panels_have_distinct_ids_and_do_not_overlap():
+    panels = json.loads((ROOT / "deploy" / "grafana" / "intentwatch.json").read_text())["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(set(ids)) == len(ids), sorted(i for i in ids if ids.count(i) > 1)
+    taken: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for cell in ((x, y) for x in range(g["x"], g["x"] + g["w"])
+                     for y in range(g["y"], g["y"] + g["h"])):
+            assert cell not in taken, f"{panel['title']} overlaps {taken[cell]}"
+            taken[cell] = panel["title"]
+
+
 # -- the image -------------------------------------------------------------------------------
 def test_dockerfile_runs_a_real_subcommand_with_valid_settings():
     image = dockerfile()
