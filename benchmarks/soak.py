@@ -14,8 +14,9 @@ sent to either input topic. Everything is pre-loaded, then one worker starts and
 Counted: records in; decisions by verdict; dead letters by reason (their header, and the
 worker's intentwatch_dead_letters_total); hostile records that did not reach the dead letters
 with their expected reason (must be 0: matched by a digest of their bytes); good events with no
-decision (must be 0: matched by decision id) and decisions that are not a good event's, or
-repeated; the worker's exits and crashed agents in its log (must be 0); its RSS when ready
+decision (must be 0: matched by decision id), decisions that are not a good event's (must be
+0), and decisions repeated under an id already seen (decided again: the worker read a task's
+end before its intent, and decided its events again when the intent came; counted, allowed); the worker's exits and crashed agents in its log (must be 0); its RSS when ready
 and at the end; wall times.
 """
 
@@ -121,6 +122,7 @@ async def read_outputs(bootstrap: str, settings: Settings, decision_ids: set[str
     await consumer.start()
     missing_ids, missing_hostile = set(decision_ids), Counter(expected)
     verdicts, reasons, unexpected = Counter(), Counter(), Counter()
+    decided_again = 0
     peak_rss, last_new = 0.0, time.monotonic()
     wanted_dead = sum(expected.values())
     try:
@@ -135,8 +137,10 @@ async def read_outputs(bootstrap: str, settings: Settings, decision_ids: set[str
                         verdicts[d["verdict"]] += 1
                         if d["decision_id"] in missing_ids:
                             missing_ids.discard(d["decision_id"])
+                        elif d["decision_id"] in decision_ids:
+                            decided_again += 1
                         else:
-                            unexpected["decision_not_of_a_good_event_or_repeated"] += 1
+                            unexpected["decision_not_of_a_good_event"] += 1
                         continue
                     reason = dict(r.headers).get("x-deadletter-reason", b"?").decode()
                     reasons[reason] += 1
@@ -153,7 +157,8 @@ async def read_outputs(bootstrap: str, settings: Settings, decision_ids: set[str
     return {"decisions_by_verdict": dict(verdicts), "dead_letters_by_reason": dict(reasons),
             "good_events_without_decision": len(missing_ids),
             "hostile_not_dead_lettered_with_their_reason": sum(missing_hostile.values()),
-            "unexpected": dict(unexpected), "peak_rss_mib_sampled": peak_rss}
+            "decided_again": decided_again, "unexpected": dict(unexpected),
+            "peak_rss_mib_sampled": peak_rss}
 
 
 def dead_letter_metric(web_port: int) -> dict[str, float]:

@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 
 from .event_time import DEFAULT_ALLOWED_LATENESS
-from .retention import DEFAULT_INTENT_WAIT_SECONDS, DEFAULT_RETENTION_SECONDS
+from .retention import DEFAULT_RETENTION_SECONDS
 
 ENV_PREFIX = "INTENTWATCH_"
 CONFIG_ENV = "INTENTWATCH_CONFIG"  # path of the settings file (`intentwatch --config` wins)
@@ -158,14 +158,6 @@ class Settings:
         "event of its task and still be decided by its own time; an older one is decided, "
         "marked late_event, an action as if it happened at that latest time (docs/event-time.md)",
         lambda v: None if math.isfinite(v) and v >= 0 else "must be at least 0")
-    # Intents and actions come on different topics (and partitions), which a worker may read
-    # in any order: after a rebalance or a restart on a backlog it can read a whole task, end
-    # included, before its intent. A minute of event time is far more than that skew.
-    intent_wait_seconds: float = setting(
-        DEFAULT_INTENT_WAIT_SECONDS, "event-time seconds that actions and the end of a task "
-        "whose intent has not come yet are held for it; then they are decided no_intent "
-        "(alerts) and the task is freed", lambda v: None if math.isfinite(v) and v >= 0
-        else "must be at least 0")
     fail_closed: bool = setting(False, "while the worker is rebalancing or recovering its task "
                                 "table, POST /v1/decide denies side-effecting actions "
                                 "(state_recovering) instead of answering 503 (docs/event-time.md)")

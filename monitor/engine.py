@@ -24,7 +24,7 @@ from .detectors.base import CERTAIN, SUSPICIOUS
 from .detectors.credential_lifecycle import outliving
 from .detectors.snapshot import SnapshotError
 from .policy import ALLOW, REVOKE, Policy, fuse
-from .retention import DEFAULT_INTENT_WAIT_SECONDS, DEFAULT_RETENTION_SECONDS, Retention
+from .retention import DEFAULT_RETENTION_SECONDS, Retention
 from .revocation import revoke_command
 
 
@@ -33,8 +33,7 @@ class Engine:
                  policy: Policy | None = None, store: MutableMapping | None = None,
                  registry: MutableMapping | None = None,
                  retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-                 allowed_lateness: float = et.DEFAULT_ALLOWED_LATENESS,
-                 intent_wait_seconds: float = DEFAULT_INTENT_WAIT_SECONDS):
+                 allowed_lateness: float = et.DEFAULT_ALLOWED_LATENESS):
         self.catalog = catalog or Catalog()
         self.detectors = detectors if detectors is not None else scope_rules()
         self.policy = policy or Policy()
@@ -42,8 +41,7 @@ class Engine:
         # What delegation needs to know about other tasks (see monitor.delegation).
         self.registry = registry if registry is not None else {}
         # Frees ended and expired tasks by event time (see monitor.retention).
-        self.retention = Retention(self.store, self.registry, retention_seconds,
-                                   intent_wait_seconds)
+        self.retention = Retention(self.store, self.registry, retention_seconds)
         # Seconds an event may be older than its task's latest and still be decided by its own
         # time (see monitor.event_time).
         self.allowed_lateness = allowed_lateness
@@ -86,7 +84,7 @@ class Engine:
         stored, freed = self.retention.advance(task_id, event["event_time"],
                                                self._stored(task_id))
         expired = [self._decide_without_intent(old, e) for old in freed
-                   for e in sorted(old["pending"], key=lambda e: e["event_time"])]
+                   for e in _undecided(old)]
         task = stored or st.new_task(task_id)
         fp = et.fingerprint(event)
         first = et.first_risk(task, fp)
@@ -130,10 +128,11 @@ class Engine:
         return counts
 
     def flush(self) -> list[dict]:
-        """The end of the input (a replay's last line): no intent can come any more, so what
-        is held for one is decided `no_intent` now, and those tasks are freed."""
+        """The end of the input (a replay's last line): no intent can come any more, so the
+        actions still held for one (of tasks that have not ended) are decided `no_intent` now,
+        and those tasks are freed."""
         return [self._decide_without_intent(old, e) for old in self.retention.free_waiting()
-                for e in sorted(old["pending"], key=lambda e: e["event_time"])]
+                for e in _undecided(old)]
 
     def assess(self, action: dict) -> dict:
         """Decide a proposed action (an agent.action, phase requested) against its task's
@@ -171,6 +170,15 @@ class Engine:
 
     # -- event types -------------------------------------------------------------------------
     def _on_intent(self, task: dict, intent: dict) -> list[dict]:
+        # What came before the intent, in the order it happened, as if it had come after it.
+        pending, task["pending"] = task["pending"], []
+        if task["ended_at"] is not None and pending:
+            # The task ended before its intent was read, and what it held was decided
+            # no_intent then: decide it all again, now against its intent (same decision ids).
+            self.counts["intent_after_end"] += len(pending)
+            task["flagged"] = False
+            if any(e["type"] == "task.end" for e in pending):
+                task["ended_at"] = None  # (set again when its end is decided again)
         reasons = []
         if task["intent"] is None:
             task["intent"] = st.kept_intent(intent)
@@ -180,8 +188,6 @@ class Engine:
             reasons.append(finding("engine", "intent_redeclared", SUSPICIOUS,
                                    "a second, different intent for a running task was ignored"))
         decisions = [self._decide(task, intent, reasons)]
-        # What came before the intent, in the order it happened, as if it had come after it.
-        pending, task["pending"] = task["pending"], []
         for held in sorted(pending, key=lambda e: e["event_time"]):
             decide = self._on_end if held["type"] == "task.end" else self._decide_action
             decisions.append(self._decide_held(task, held, decide))
@@ -211,15 +217,24 @@ class Engine:
         return decision
 
     def _hold(self, task: dict, event: dict, fp: str | None) -> list[dict]:
-        """Hold an action or end of a task whose intent has not come yet. Intents and actions
-        may come on different topics and partitions, read in any order: the intent can still
-        come after the task's end. Held events are decided when it does, or `no_intent` when
-        the wait for it passes by event time (monitor.retention)."""
-        et.remember(task, fp, None)  # its repeats wait for its decision
+        """An action or end of a task whose intent has not come. Actions are held, undecided,
+        until it comes. At the end they are decided `no_intent` (so a task that never declares
+        is alerted at once), but still kept until the task is freed: intents and actions come
+        on different topics, which a worker may read out of step (after a rebalance, or a
+        restart on a backlog), so the intent can still come after the end, and then every
+        kept event is decided again against it (_on_intent), a violation revoked."""
         self.counts["held_for_intent"] += 1
-        pushed_out = st.hold_pending(task, {**event, HELD_FP: fp} if fp else event)
-        return [] if pushed_out is None else [
-            self._decide_held(task, pushed_out, self._decide_without_intent)]
+        held = {**event, HELD_FP: fp} if fp else event
+        if task["ended_at"] is None and event["type"] != "task.end":
+            et.remember(task, fp, None)  # its repeats wait for its decision
+            pushed_out = st.hold_pending(task, held)
+            return [] if pushed_out is None else [
+                self._decide_held(task, pushed_out, self._decide_without_intent)]
+        decided = [] if task["ended_at"] is not None else sorted(
+            task["pending"], key=lambda e: e["event_time"])
+        st.hold_pending(task, held)  # (kept to decide again; one pushed out keeps its decision)
+        return [self._decide_held(task, e, self._decide_without_intent)
+                for e in (*decided, held)]
 
     def _decide_held(self, task: dict, action: dict, decide) -> dict:
         """Decide a held action and remember its risk for its repeats."""
@@ -262,8 +277,8 @@ class Engine:
         return scorers
 
     def _decide_without_intent(self, task: dict, event: dict) -> dict:
-        """A held event whose intent never came (or not in time)."""
-        self.counts["intent_never_came"] += 1
+        """A held event whose intent has not come."""
+        self.counts["no_intent"] += 1
         if event["type"] == "task.end":
             return self._on_end(task, event)
         reasons = [finding("engine", "no_intent", SUSPICIOUS,
@@ -368,8 +383,16 @@ class Engine:
 
 
 MAX_TOOLS_CACHED = 10_000
-HANDLING_KINDS = ("duplicate", "late", "held_for_intent", "intent_never_came")
+HANDLING_KINDS = ("duplicate", "late", "held_for_intent", "no_intent", "intent_after_end")
 HELD_FP = "held_fingerprint"  # on a held action: its fingerprint (monitor.event_time)
+
+
+def _undecided(task: dict) -> list[dict]:
+    """The held events of a freed task without intent that no decision has settled yet, in
+    event order (once it ended, they all were: see Engine._hold)."""
+    if task["ended_at"] is not None:
+        return []
+    return sorted(task["pending"], key=lambda e: e["event_time"])
 
 
 def _overriding(detectors: list[Detector], hook: str) -> list:

@@ -7,12 +7,12 @@ passes its deadline:
   - expired (intent with expires_at):   expires_at + retention (the grace period is the same
                                         setting: a task that never sent task.end is treated
                                         like one that ended when its time to live ran out)
-  - no intent yet (actions or its end held, or credential events only):
-                                        the latest time it holds (held events' times, its
-                                        credentials' expiry or revocation) + the intent wait
-                                        (a separate setting, a minute by default): held events
-                                        of a task whose intent never comes are then decided
-                                        `no_intent` (actions alerted, the end as an end)
+  - no intent yet (actions held, its end, or credential events only):
+                                        the latest time it holds (held events' times, its end,
+                                        its credentials' expiry or revocation) + retention, so
+                                        held actions of a task whose intent never comes expire
+                                        too (decided `no_intent` when freed, if its end has not
+                                        decided them already)
   - an intent without expires_at that never ends: never (see "Not covered" below).
 
 Time is event time only, never the wall clock, so a replay frees exactly what the live engine
@@ -34,13 +34,13 @@ freed. Two mechanisms, one rule (a state is over at time t when t > its deadline
   partitions this engine serves by more than that margin): such a late event finds its task
   freed.
 
-What an event for a freed task does: it looks like a task with no intent. Actions and the end are
-held, with no decision yet (state.hold_pending keeps up to 64, the oldest pushed out is decided
+What an event for a freed task does: it looks like a task with no intent. Actions are held, with
+no decision yet (state.hold_pending keeps up to 64, the oldest pushed out is decided
 `no_intent`), until an intent arrives (they are then decided in event order, as if they had
-come after it) or the intent wait passes (deadline above: decided `no_intent` when freed; a
-replay decides them so at its end, `Engine.flush`). The wait is by event time, through the
-watermark: it must cover how far the worker may read one input partition ahead of another
-(seconds, after a rebalance or a restart on a backlog; a minute is the default). So a freed task's late
+come after it), the task ends (held actions decided `no_intent`, and kept: an intent read after
+the end has them all decided again against it, see Engine._hold) or the held actions expire
+(deadline above: decided `no_intent` when freed; a replay decides them so at its end,
+`Engine.flush`). So a freed task's late
 action ends up alerted, never allowed, but later than before and no longer revoked as
 `after_task_end`: the retention period is how long after its end (or expiry) a task's misuse
 is still refused at once with its full context. `Engine.assess`
@@ -72,14 +72,11 @@ from collections.abc import MutableMapping
 
 # One hour after a task is over (see monitor.config.Settings.retention_seconds).
 DEFAULT_RETENTION_SECONDS = 3600.0
-# How long events that came before their task's intent wait for it
-# (monitor.config.Settings.intent_wait_seconds).
-DEFAULT_INTENT_WAIT_SECONDS = 60.0
 SWEEP_BATCH = 64          # most tasks freed by the sweep before one event (bounds latency)
 FREED = "state_freed"     # registry entry kept only as a link to live descendants
 
 
-def deadline(task: dict, retention: float, intent_wait: float) -> float | None:
+def deadline(task: dict, retention: float) -> float | None:
     """Event time after which the task's state is freed; None while it may still run."""
     intent = task["intent"]
     if intent is None:
@@ -88,7 +85,7 @@ def deadline(task: dict, retention: float, intent_wait: float) -> float | None:
             latest = max(latest, task["ended_at"])
         for cred in (task.get("credentials") or {}).values():
             latest = max(latest, cred["expires_at"], cred["revoked_at"] or latest)
-        return latest + intent_wait
+        return latest + retention
     if task["ended_at"] is not None:
         return task["ended_at"] + retention
     expires = intent.get("expires_at")
@@ -99,14 +96,12 @@ class Retention:
     """The engine's retention index over `store` (task states) and `registry` (delegation)."""
 
     def __init__(self, store: MutableMapping, registry: MutableMapping,
-                 seconds: float = DEFAULT_RETENTION_SECONDS,
-                 intent_wait: float = DEFAULT_INTENT_WAIT_SECONDS):
-        if not seconds >= 0 or not intent_wait >= 0:
-            raise ValueError("retention and intent wait seconds must be >= 0")
+                 seconds: float = DEFAULT_RETENTION_SECONDS):
+        if not seconds >= 0:
+            raise ValueError("retention seconds must be >= 0")
         self.store = store
         self.registry = registry
         self.seconds = seconds
-        self.intent_wait = intent_wait
         self.batch = SWEEP_BATCH
         self.watermark: float | None = None   # highest event time seen
         self.freed = 0
@@ -119,7 +114,7 @@ class Retention:
 
     # -- the engine's hooks --------------------------------------------------------------------
     def over(self, task: dict, t: float) -> bool:
-        d = deadline(task, self.seconds, self.intent_wait)
+        d = deadline(task, self.seconds)
         return d is not None and t > d
 
     def advance(self, task_id: str, t: float, stored: dict | None
@@ -144,7 +139,7 @@ class Retention:
         """After a task's state was written: index it at its deadline (if it has one)."""
         tid = task["task_id"]
         self._note_open(tid, task)
-        d = deadline(task, self.seconds, self.intent_wait)
+        d = deadline(task, self.seconds)
         if d is None:
             return
         known = self._scheduled.get(tid)
@@ -169,7 +164,7 @@ class Retention:
             self._note_open(tid, task)
             if tid in self._scheduled:
                 continue
-            d = deadline(task, self.seconds, self.intent_wait)
+            d = deadline(task, self.seconds)
             if d is None:
                 continue
             self._scheduled[tid] = d
@@ -178,14 +173,15 @@ class Retention:
         return added
 
     def free_waiting(self) -> list[dict]:
-        """Free every task that holds events for an intent that has not come (the end of a
-        replay: it never will); returns their states."""
+        """Free every task that holds actions for an intent that has not come and has not
+        ended (the end of a replay: neither will come); returns their states."""
         if not self._rebuilt:
             self.rebuild()
         freed = []
         for tid in list(self._scheduled):
             task = self.store.get(tid)
-            if task is not None and task["intent"] is None and task["pending"]:
+            if task is not None and task["intent"] is None and task["ended_at"] is None \
+                    and task["pending"]:
                 freed.append(self._free(tid, task))
         return freed
 
@@ -226,7 +222,7 @@ class Retention:
                 skipped.append((d, tid))
                 continue
             task = self.store.get(tid)
-            now = None if task is None else deadline(task, self.seconds, self.intent_wait)
+            now = None if task is None else deadline(task, self.seconds)
             if now is None:
                 del self._scheduled[tid]
             elif now >= mark:  # touched since: not over yet

@@ -231,7 +231,6 @@ def create_app(settings: Settings, model_snapshot: models.Snapshot | None = None
                           store=stores[0], registry=stores[1],
                           allowed_lateness=settings.allowed_lateness_seconds)
     engine.retention.seconds = settings.retention_seconds
-    engine.retention.intent_wait = settings.intent_wait_seconds
     tasks.on_recover(engine.retention.on_recover)  # index the partitions a rebalance brings
     models.restore(engine, model_snapshot or models.Snapshot({}, []))
     pipeline = Pipeline(engine, settings.max_event_bytes)

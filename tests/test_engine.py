@@ -63,43 +63,42 @@ def test_actions_before_their_intent_are_held_and_decided_when_it_arrives():
     assert sorted(shuffled, key=key) == sorted(in_order, key=key)
 
 
-def test_a_whole_task_read_before_its_intent_is_decided_as_if_in_order():
+def test_a_whole_task_read_before_its_intent_is_decided_again_when_it_comes():
     # Two topics: a worker may read a task's actions and end before its intent (a rebalance, a
-    # restart on a backlog). The hijacked task must still be revoked, not alerted no_intent.
+    # restart on a backlog). At the end they are alerted no_intent; when the intent comes they
+    # are decided again against it, and the hijacked task is revoked after all.
     evs = events()
     in_order = run(evs)
     intents = [e for e in evs if e["type"] == "task.intent"]
     rest = [e for e in evs if e["type"] != "task.intent"]
     shuffled = run(rest + intents)
-    key = lambda d: d["decision_id"]
-    assert sorted(shuffled, key=key) == sorted(in_order, key=key)
+    before = shuffled[:len(rest)]
+    assert {d["verdict"] for d in before if d["event_type"] == "agent.action"} == {"alert"}
+    assert all(d["command"] is None for d in before)
+    last = {d["decision_id"]: d for d in shuffled}  # consumers key decisions by decision_id
+    assert sorted(last.values(), key=lambda d: d["decision_id"]) == sorted(
+        in_order, key=lambda d: d["decision_id"])
     assert sum(d["command"] is not None for d in shuffled) == 1
 
 
-def test_a_task_that_never_declares_an_intent_is_settled_when_the_wait_for_it_passes():
+def test_a_task_that_never_declares_an_intent_is_alerted_at_its_end():
     evs = [e for e in events() if e["task_id"] == "task-benign-1" and e["type"] != "task.intent"]
-    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG), intent_wait_seconds=30.0)
-    assert [d for e in evs for d in engine.process(copy.deepcopy(e))] == []  # held
-    end_time = evs[-1]["event_time"]
-    other = {"v": 1, "type": "task.intent", "task_id": "later", "agent_id": "a",
-             "workload_id": "w", "goal": "g", "tools": [], "event_time": end_time + 29.0}
-    assert [d["task_id"] for d in engine.process(other)] == ["later"]  # still waiting
-    decisions = engine.process({**other, "task_id": "later-2", "event_time": end_time + 31.0})
-    settled = [d for d in decisions if d["task_id"] == "task-benign-1"]
-    assert [d["event_id"] for d in settled] == [e["event_id"] for e in evs]
-    assert {d["verdict"] for d in settled[:-1]} == {"alert"}
-    assert all(d["reasons"][0]["code"] == "no_intent" for d in settled[:-1])
-    assert settled[-1]["event_type"] == "task.end"
-    assert "task-benign-1" not in engine.store
+    decisions = run(evs)
+    assert [d["event_id"] for d in decisions] == [e["event_id"] for e in evs]
+    assert {d["verdict"] for d in decisions[:-1]} == {"alert"}
+    assert all(d["reasons"][0]["code"] == "no_intent" for d in decisions[:-1])
+    assert decisions[-1]["event_type"] == "task.end"
 
 
-def test_what_waits_for_an_intent_is_settled_at_the_end_of_a_replay():
-    evs = [e for e in events() if e["task_id"] == "task-benign-1" and e["type"] != "task.intent"]
+def test_actions_still_waiting_for_an_intent_are_settled_at_the_end_of_a_replay():
+    evs = [e for e in events() if e["task_id"] == "task-benign-1"
+           and e["type"] not in ("task.intent", "task.end")]
     engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
-    summary = replay([(i, orjson.dumps(e)) for i, e in enumerate(evs, 1)], engine, 1 << 20)
+    assert [d for e in evs for d in engine.process(copy.deepcopy(e))] == []  # held
+    summary = replay([(i, orjson.dumps(e)) for i, e in enumerate(evs, 1)],
+                     Engine(catalog=Catalog.load(SAMPLE_CATALOG)), 1 << 20)
     assert [d["event_id"] for d in summary["decisions"]] == [e["event_id"] for e in evs]
-    assert all(d["reasons"][0]["code"] == "no_intent" for d in summary["decisions"][:-1])
-    assert engine.store == {}
+    assert all(d["reasons"][0]["code"] == "no_intent" for d in summary["decisions"])
 
 
 def test_a_second_different_intent_cannot_widen_the_task():

@@ -135,9 +135,9 @@ def test_a_request_held_for_its_late_intent_counts_at_its_own_place(tmp_path):
     assert example["first_harmful_call"] == 0 and example["risk"]["rules"][0] >= 0.9
 
 
-def test_a_run_whose_intent_never_comes_is_counted_from_the_end_of_the_trace(tmp_path):
-    evs = [e for e in run("bare", ["read_inbox"], ["read_inbox"]) if e["type"] != "task.intent"]
-    evs[-1]["event_time"] = evs[-2]["event_time"] + 1  # all within the intent wait
+def test_a_run_whose_intent_and_end_never_come_is_counted_from_the_end_of_the_trace(tmp_path):
+    evs = [e for e in run("bare", ["read_inbox"], ["read_inbox"])
+           if e["type"] not in ("task.intent", "task.end")]
     ev, lab = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
     ev.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in evs))
     lab.write_bytes(orjson.dumps(label("bare", "benign", evs)) + b"\n")

@@ -142,7 +142,8 @@ def events_counted(port: int, event_type: str) -> float:
 
 def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
     # Kafka orders nothing across topics: after a rebalance or a restart on a backlog a worker
-    # can read a task's actions and end before its intent. The held end must wait for it too.
+    # can read a task's actions and end before its intent. The end alerts them no_intent; the
+    # intent read later has them decided again, and the violation revoked.
     worker = start_worker()
     s = worker.settings
     asyncio.run(ensure_topics(s, [s.topic_intents, s.topic_actions]))
@@ -157,8 +158,12 @@ def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
         time.sleep(0.2)
     asyncio.run(send_all(worker.bootstrap, [(s.topic_intents, task.encode(),
                                              orjson.dumps(intent(task)))]))
-    decided = {d["event_id"] or d["event_type"]: d for d in decisions_of(worker, task, 4)}
-    assert decided[violation["event_id"]]["verdict"] == "revoke"
-    assert decided[violation["event_id"]]["command"] is not None
-    assert all(r["code"] != "no_intent" for d in decided.values() for r in d["reasons"])
-    assert decided[f"{task}-end"]["event_type"] == "task.end"
+    decisions = decisions_of(worker, task, 7)  # 3 at the end, the intent's, 3 decided again
+    first = decisions[:3]
+    assert [d["event_id"] for d in first] == [e["event_id"] for e in before]
+    assert [d["verdict"] for d in first[:2]] == ["alert", "alert"]
+    assert all(d["command"] is None for d in first)
+    last = {d["decision_id"]: d for d in decisions}  # as consumers key them
+    assert last[f"agent.action:{violation['event_id']}"]["verdict"] == "revoke"
+    assert last[f"agent.action:{violation['event_id']}"]["command"] is not None
+    assert all(r["code"] != "no_intent" for d in last.values() for r in d["reasons"])

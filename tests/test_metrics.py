@@ -106,11 +106,15 @@ def test_duplicates_late_events_and_events_waiting_for_their_intent_are_counted(
          "goal": "read", "tools": ["read_inbox"], "event_time": 99.0},
         {**base, "event_id": "e2", "event_time": 200.0},
         {**base, "event_id": "e3", "event_time": 150.0},   # 50 s behind its task: late
-        {**base, "task_id": "m2", "event_id": "x", "event_time": 210.0},  # held, never settled
-        {**base, "task_id": "m3", "event_id": "y", "event_time": 300.0},  # m2's wait passed
+        {**base, "task_id": "m2", "event_id": "x", "event_time": 210.0},  # held
+        {"v": 1, "type": "task.end", "task_id": "m2", "event_id": "m2-end",
+         "event_time": 211.0},                              # held; it and x decided no_intent
+        {"v": 1, "type": "task.intent", "task_id": "m2", "agent_id": "a", "workload_id": "w",
+         "goal": "read", "tools": ["read_inbox"], "event_time": 209.0},  # both decided again
     ]
     pipeline = Pipeline(Engine(), 1 << 20)
     pipeline.handle_batch((orjson.dumps(e), None) for e in events)
     after = counted()
     grew = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    assert grew == {"duplicate": 1, "late": 1, "held_for_intent": 3, "intent_never_came": 1}
+    assert grew == {"duplicate": 1, "late": 1, "held_for_intent": 3, "no_intent": 2,
+                    "intent_after_end": 2}
