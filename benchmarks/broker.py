@@ -25,9 +25,10 @@ Faust app that does nothing but the worker's loop (the Faust floor).
    Each rate is (records - 1) / (last - first record timestamp) of its output topic (the
    decisions topic for the worker, the echo topics of the baseline and the floor): CreateTime,
    taken by the producing process at send time, so start-up is not timed. The reader stops
-   when the expected count has arrived (the worker emits exactly one decision per valid event
-   once every held action's intent has arrived; see `expected_decisions`) or when nothing new
-   arrived for --idle-seconds, and says which.
+   when the expected count of distinct decision ids has arrived (one per valid event once
+   every held action's intent has arrived; see `expected_decisions`; an event decided again,
+   when its task's end was read before its intent, is counted apart as a duplicate id) or when
+   nothing new arrived for --idle-seconds, and says which.
 2. Latency. At --rate-fraction (default 0.5) of the worker's rate from 1, this process produces
    the trace's next events at a steady pace (all event types, as a live stream would carry
    them) to the same worker, which keeps its state from 1. Timed are the agent.action events

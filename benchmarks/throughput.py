@@ -42,13 +42,16 @@ async def collect(bootstrap: str, topic: str, expected: int, idle_seconds: float
                 if records and not stamps and meter is not None:
                     meter.begin()
                 for r in records:
-                    stamps.append(r.timestamp)
                     if decode_decisions:
                         d = orjson.loads(r.value)
                         verdicts[d["verdict"]] += 1
                         if d["decision_id"] in ids:
+                            # Decided again (a task's end read before its intent): counted,
+                            # not a new event's decision.
                             duplicates += 1
+                            continue
                         ids.add(d["decision_id"])
+                    stamps.append(r.timestamp)
                 if records:
                     last_new = now
                     arrivals.append(now)
