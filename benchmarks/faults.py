@@ -209,6 +209,7 @@ class Run:
             "decisions_unexpected": len(set(seen_ids) - expected_ids),
             "re_decided": len(seen_ids) - len(set(seen_ids)),
             "re_decided_differing": len(self.differing_copies()),
+            "left_without_intent": len(left_without_intent(self.expected, self.decisions)),
             "sent_after_fault": self.sent_after_fault,
             "recovery_seconds": self.recovery_seconds,
         }
@@ -224,7 +225,21 @@ class Run:
         return differing
 
     def decision_of(self, event_id: str) -> dict:
-        return next(d for d in self.decisions if d["event_id"] == event_id)
+        """The latest copy: an event read before its task's intent is decided again later."""
+        return next(d for d in reversed(self.decisions) if d["event_id"] == event_id)
+
+
+def left_without_intent(expected: list[dict], seen: list[dict]) -> set[str]:
+    """Decision ids whose latest copy says `no_intent` though the replay's does not: an event
+    read before its task's intent (another topic) and not yet decided again against it."""
+    latest = {d["decision_id"]: d for d in seen}
+    return {d["decision_id"] for d in expected
+            if "no_intent" not in _codes(d) and d["decision_id"] in latest
+            and "no_intent" in _codes(latest[d["decision_id"]])}
+
+
+def _codes(decision: dict) -> set[str]:
+    return {r["code"] for r in decision["reasons"]}
 
 
 class Scenario:
@@ -268,14 +283,17 @@ class Scenario:
             want_ids = {d["decision_id"] for d in expected}
             want_cmds = {c["command_id"] for c in commands_of(expected)}
             seen_cmds = lambda: {c["command_id"] for _, c in list(reader.commands)}
+            unsettled = lambda: left_without_intent(
+                expected, [d for _, d in list(reader.decisions)])
             try:
                 reader.wait_for(lambda: want_ids <= reader.decided_ids() and
-                                want_cmds <= seen_cmds(), 120,
+                                want_cmds <= seen_cmds() and not unsettled(), 120,
                                 "every expected decision and command")
             except TimeoutError as exc:
                 lost = sorted(want_ids - reader.decided_ids())
                 raise TimeoutError(f"{exc}: {len(lost)} decisions missing ({lost[:5]}), "
-                                   f"{len(want_cmds - seen_cmds())} commands missing") from None
+                                   f"{len(want_cmds - seen_cmds())} commands missing, "
+                                   f"{len(unsettled())} left without their intent") from None
             time.sleep(2.0)  # room for a late duplicate or an unexpected command
         finally:
             reader.stop()

@@ -32,6 +32,9 @@ def assert_guarantees(run: faults.Run) -> None:
     assert figures["commands_missing"] == 0 and figures["commands_unexpected"] == 0, figures
     assert figures["commands_seen"] == figures["commands_expected"]
     assert figures["decisions_lost"] == 0 and figures["decisions_unexpected"] == 0, figures
+    # An event read before its task's intent (the other topic: likely after a rebalance) is
+    # decided no_intent and then decided again against the intent; none is left at the first.
+    assert figures["left_without_intent"] == 0, figures
     # A re-delivered intent is the same intent, not a redeclaration (the bug this found).
     assert not [d for d in run.decisions if any(
         r["code"] == "intent_redeclared" for r in d["reasons"])]
@@ -142,6 +145,29 @@ def test_the_odd_probe_needs_a_trained_model(catalog):
         decisions = {d["event_id"]: d for d in faults.replayed(seen + probe, catalog)}
         codes = {r["code"] for r in decisions[send_id]["reasons"]}
         assert ("improbable_move" in codes) == flagged
+
+
+def test_the_odd_probe_read_before_its_intent_counts_as_decided_again(catalog):
+    """After a rebalance a worker can read the probe's send and end before its intent (CI
+    saw it once): the send is decided no_intent first, then again against the intent. The
+    run's checks read the latest copy, and count a decision left at the first one."""
+    lines = faults.fault_trace(TASKS)
+    probe = faults.odd_task(10**6)
+    expected = faults.replayed(lines + [orjson.dumps(e) for e in probe], catalog)
+    engine = build_engine("full", faults.Catalog.load(catalog))
+    for raw in lines:
+        engine.process(decode(raw))
+    seen = [d for e in probe[1:] + probe[:1] for d in engine.process(decode(orjson.dumps(e)))]
+    send_id = probe[1]["event_id"]
+    run = faults.Run("reordered", len(lines), expected, seen)
+    assert "improbable_move" in {r["code"] for r in run.decision_of(send_id)["reasons"]}
+    first_copies = list({d["decision_id"]: d for d in reversed(seen)}.values())
+    assert {r["code"] for r in next(d for d in first_copies if d["event_id"] == send_id)
+            ["reasons"]} == {"no_intent"}
+    actions = {f"agent.action:{e['event_id']}" for e in probe if e["type"] == "agent.action"}
+    assert f"agent.action:{send_id}" in actions
+    assert faults.left_without_intent(expected, first_copies) == actions
+    assert faults.left_without_intent(expected, seen) == set()
 
 
 def test_an_intent_read_again_after_its_task_ended_is_not_a_redeclaration():
