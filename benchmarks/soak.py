@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import hashlib
 import random
-import re
 import secrets
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from monitor.engine import _decision_id  # (the id each decision carries; one wa
 from monitor.signing import generate_key_pair
 from streams import local
 from streams.produce import ensure_topics, route
+from tests import metrics_text
 
 DEFAULT_JSON = Path("out") / "benchmarks" / "soak.json"
 
@@ -162,10 +162,8 @@ async def read_outputs(bootstrap: str, settings: Settings, decision_ids: set[str
 
 
 def dead_letter_metric(web_port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    pattern = r'^intentwatch_dead_letters_total\{reason="([^"]+)"\} (\S+)$'
-    return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.MULTILINE)}
+    return {labels["reason"]: v for labels, v in
+            metrics_text.samples(metrics_text.scrape(web_port), "intentwatch_dead_letters_total")}
 
 
 def soak(bootstrap: str | None, events: int, hostile: float, seed: int = scale.SEED,

@@ -23,6 +23,7 @@ from streams.decide import (
 from streams.produce import produce
 
 from .conftest import SAMPLE_TRACE
+from .metrics_text import value
 
 TOKEN = "test-decide-token-3f9a"
 
@@ -223,7 +224,6 @@ def test_two_workers_route_each_task_to_its_owner(start_worker, tmp_path):
         assert answers[0][2]["decision"] == decision
 
     # Each decision was made once, by the owner: 4 in all, whoever forwarded them.
-    counts = [next(float(line.split()[-1]) for line in w.get("/metrics").decode().splitlines()
-                   if line.startswith("intentwatch_inline_decision_seconds_count"))
+    counts = [value(w.get("/metrics").decode(), "intentwatch_inline_decision_seconds_count")
               for w in (first, second)]
     assert sum(counts) == 4.0

@@ -5,7 +5,6 @@ before its intent is still decided against it; fail-closed mode denies side effe
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from monitor import state as st
 from streams import local
 from streams.produce import ensure_topics
 
+from .metrics_text import scrape, value
 from .test_decide import TOKEN, post
 from .test_event_time import action, end, intent
 
@@ -132,14 +132,6 @@ def test_fail_closed_denies_side_effects_while_the_task_table_recovers(start_wor
     print(f"{len(during)} side effects denied during recovery")
 
 
-def events_counted(port: int, event_type: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    found = re.search(rf'^intentwatch_events_total{{type="{re.escape(event_type)}"}} (\S+)$',
-                      text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
 def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
     # Kafka orders nothing across topics: after a rebalance or a restart on a backlog a worker
     # can read a task's actions and end before its intent. The end alerts them no_intent; the
@@ -153,7 +145,7 @@ def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
     asyncio.run(send_all(worker.bootstrap, [(s.topic_actions, task.encode(), orjson.dumps(e))
                                             for e in before]))
     deadline = time.monotonic() + 60
-    while events_counted(worker.web_port, "task.end") < 1:  # the worker has read the end
+    while value(scrape(worker.web_port), "intentwatch_events_total", type="task.end") < 1:  # the worker has read the end
         assert time.monotonic() < deadline, "the worker never read the task's end"
         time.sleep(0.2)
     asyncio.run(send_all(worker.bootstrap, [(s.topic_intents, task.encode(),

@@ -23,6 +23,7 @@ from streams.gateway import Gateway
 from streams.produce import produce
 
 from .conftest import SAMPLE_CATALOG
+from .metrics_text import value
 
 pytestmark = pytest.mark.kafka
 
@@ -46,8 +47,7 @@ async def first(bootstrap: str, topic: str, pred, timeout: float = 60.0) -> dict
 
 def inline_decisions(worker) -> float:
     """How many POST /v1/decide requests the worker has answered."""
-    return next(float(line.split()[-1]) for line in worker.get("/metrics").decode().splitlines()
-                if line.startswith("intentwatch_inline_decision_seconds_count"))
+    return value(worker.get("/metrics").decode(), "intentwatch_inline_decision_seconds_count")
 
 
 def test_gateway_decides_inline_and_follows_stream_revocations(start_worker, signing_keys,

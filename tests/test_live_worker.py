@@ -174,9 +174,17 @@ def decisions_of(worker, events) -> list[dict]:
     s = worker.settings
     asyncio.run(produce(as_lines(events), s))
     ids = {e["event_id"] for e in events if "event_id" in e}
+
+    def latest(records) -> dict[str, dict]:
+        return {d["event_id"]: d for d in local.values(records, s.topic_decisions)
+                if d["event_id"] in ids}
+
+    # Every task here declares an intent; one read after its task's actions (another topic)
+    # has them decided no_intent first, then again: wait for that, and keep the latest copy.
     records = read_outputs(worker, lambda rs: ids <= {
-        d["event_id"] for d in local.values(rs, s.topic_decisions)}, timeout=90)
-    return [d for d in local.values(records, s.topic_decisions) if d["event_id"] in ids]
+        i for i, d in latest(rs).items()
+        if "no_intent" not in {r["code"] for r in d["reasons"]}}, timeout=90)
+    return list(latest(records).values())
 
 
 def improbable_move_found(decisions) -> bool:
