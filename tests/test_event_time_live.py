@@ -145,7 +145,8 @@ def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
     asyncio.run(send_all(worker.bootstrap, [(s.topic_actions, task.encode(), orjson.dumps(e))
                                             for e in before]))
     deadline = time.monotonic() + 60
-    while value(scrape(worker.web_port), "intentwatch_events_total", type="task.end") < 1:  # the worker has read the end
+    # Wait until the worker has read the end.
+    while value(scrape(worker.web_port), "intentwatch_events_total", type="task.end") < 1:
         assert time.monotonic() < deadline, "the worker never read the task's end"
         time.sleep(0.2)
     asyncio.run(send_all(worker.bootstrap, [(s.topic_intents, task.encode(),
