@@ -238,6 +238,17 @@ def left_without_intent(expected: list[dict], seen: list[dict]) -> set[str]:
             and "no_intent" in _codes(latest[d["decision_id"]])}
 
 
+def last_warnings(logs: list[Path], keep: int = 12) -> str:
+    """The last warning and error lines of the workers' logs (CI keeps only the test's output,
+    so a stalled scenario must say in its error what the workers said)."""
+    lines = []
+    for log in dict.fromkeys(logs):  # two workers of a test may share one log
+        text = log.read_text(errors="replace") if log.exists() else ""
+        lines += [f"{log.name}: {line[:240]}" for line in text.splitlines()
+                  if "[WARNING]" in line or "[ERROR]" in line][-keep:]
+    return "\n".join(lines) or "(none)"
+
+
 def _codes(decision: dict) -> set[str]:
     return {r["code"] for r in decision["reasons"]}
 
@@ -250,9 +261,12 @@ class Scenario:
                  rate: float = 1000.0):
         self.name, self.start, self.lines, self.catalog = name, start, lines, catalog
         self.prefix, self.rate = prefix, rate
+        self.logs: list[Path] = []  # the workers' logs, quoted when a wait times out
 
     def worker(self):
-        return self.start(self.prefix, catalog=self.catalog, **WORKER_SETTINGS)
+        started = self.start(self.prefix, catalog=self.catalog, **WORKER_SETTINGS)
+        self.logs.append(started.log)
+        return started
 
     def run(self, fault: Callable, at: float = 0.5) -> Run:
         """Start a worker, stream the trace, call fault(reader, worker, producer) once a
@@ -293,7 +307,9 @@ class Scenario:
                 lost = sorted(want_ids - reader.decided_ids())
                 raise TimeoutError(f"{exc}: {len(lost)} decisions missing ({lost[:5]}), "
                                    f"{len(want_cmds - seen_cmds())} commands missing, "
-                                   f"{len(unsettled())} left without their intent") from None
+                                   f"{len(unsettled())} left without their intent; "
+                                   f"the workers' last warnings:\n{last_warnings(self.logs)}"
+                                   ) from None
             time.sleep(2.0)  # room for a late duplicate or an unexpected command
         finally:
             reader.stop()
@@ -360,6 +376,7 @@ class StartedWorker:
     proc: object
     settings: Settings
     bootstrap: str
+    log: Path
 
 
 class Workers:
@@ -387,7 +404,7 @@ class Workers:
         local.wait_healthy(int(values["web_port"]), proc, log)
         settings = Settings(broker=f"kafka://{self.bootstrap}",
                             **{k: v for k, v in values.items() if k.startswith("topic_")})
-        return StartedWorker(proc, settings, self.bootstrap)
+        return StartedWorker(proc, settings, self.bootstrap, log)
 
     def stop_all(self) -> None:
         for proc in self.procs:

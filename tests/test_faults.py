@@ -183,3 +183,15 @@ def test_an_intent_read_again_after_its_task_ended_is_not_a_redeclaration():
     wider = dict(events[0], tools=["read_inbox", "send_email", "send_money"])
     codes = {r["code"] for r in engine.process(wider)[0]["reasons"]}
     assert "intent_redeclared" in codes
+
+
+def test_a_stalled_scenario_quotes_the_workers_last_warnings(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("[INFO] Ready\n"
+                   + "".join(f"[WARNING] No event received for active tp {i}\n" for i in range(20))
+                   + "[ERROR] Crashed\n")
+    quoted = faults.last_warnings([log, log, tmp_path / "never-written.log"], keep=3).splitlines()
+    assert quoted == ["worker.log: [WARNING] No event received for active tp 18",
+                      "worker.log: [WARNING] No event received for active tp 19",
+                      "worker.log: [ERROR] Crashed"]
+    assert faults.last_warnings([tmp_path / "never-written.log"]) == "(none)"
