@@ -63,7 +63,7 @@ def create_floor_app(settings: Settings, output: str) -> faust.App:
         async for batch in stream.noack_take(settings.batch_max, within=settings.batch_wait):
             generation = app.consumer_generation_id
             events = [e for e in batch if e.message.generation_id == generation]
-            ids = [event_id(value) for value, _key in as_current_events(events)]
+            ids = [event_id(value) for value, _key, _lane in as_current_events(events)]
             # Like the worker's publish(): a record's output goes to the record's partition
             # when the output topic is co-partitioned with the inputs.
             copartitioned = outbox.partitions(output) == outbox.partitions(settings.topic_actions)

@@ -23,6 +23,7 @@ from .detectors import Detector, finding, scope_rules
 from .detectors.base import CERTAIN, SUSPICIOUS
 from .detectors.credential_lifecycle import outliving
 from .detectors.snapshot import SnapshotError
+from .intent_wait import END_HELD
 from .policy import ALLOW, REVOKE, Policy, fuse
 from .retention import DEFAULT_RETENTION_SECONDS, Retention
 from .revocation import revoke_command
@@ -77,8 +78,21 @@ class Engine:
         return refused
 
     # -- entry point -------------------------------------------------------------------------
-    def process(self, event: dict) -> list[dict]:
-        """Decide one validated event; returns the decisions it settles (zero or more)."""
+    def process(self, event: dict, lane=None) -> list[dict]:
+        """Decide one validated event; returns the decisions it settles (zero or more).
+        `lane` is where it was read from: the live worker gives the record's partition (the
+        same for a task's intent and actions, the topics being co-partitioned); replay, eval
+        and inline decisions give none, one lane. Ends of other tasks of the lane that waited
+        for an intent (see monitor.intent_wait), and that this event's lane has passed, are
+        settled after it."""
+        wait = self.retention.intent_wait
+        if event["type"] == "task.intent":
+            wait.intent_read(lane, event["event_time"])
+        decisions = self._process(event, lane)
+        released = self._release_due(lane) if wait.any_due(lane) else None
+        return decisions + released if released else decisions
+
+    def _process(self, event: dict, lane) -> list[dict]:
         task_id = event["task_id"]
         # Free what is over by event time first; actions a freed task still held are settled.
         stored, freed = self.retention.advance(task_id, event["event_time"],
@@ -107,7 +121,7 @@ class Engine:
             decisions = [self._on_credential(task, event)]
             et.remember(task, fp, decisions[0]["risk"])
         elif task["intent"] is None:
-            decisions = self._hold(task, event, fp)
+            decisions = self._hold(task, event, fp, lane)
         elif etype == "task.end":
             decisions = [self._on_end(task, event)]
             et.remember(task, fp, decisions[0]["risk"])
@@ -129,8 +143,8 @@ class Engine:
 
     def flush(self) -> list[dict]:
         """The end of the input (a replay's last line): no intent can come any more, so the
-        actions still held for one (of tasks that have not ended) are decided `no_intent` now,
-        and those tasks are freed."""
+        actions and ends still held for one (of tasks whose end was not decided) are decided
+        `no_intent` now, and those tasks are freed."""
         return [self._decide_without_intent(old, e) for old in self.retention.free_waiting()
                 for e in _undecided(old)]
 
@@ -172,6 +186,8 @@ class Engine:
     def _on_intent(self, task: dict, intent: dict) -> list[dict]:
         # What came before the intent, in the order it happened, as if it had come after it.
         pending, task["pending"] = task["pending"], []
+        if task.pop(END_HELD, None) is not None:  # its end waited for it: decided now, once
+            self.retention.intent_wait.forget(task["task_id"])
         if task["ended_at"] is not None and pending:
             # The task ended before its intent was read, and what it held was decided
             # no_intent then: decide it all again, now against its intent (same decision ids).
@@ -216,25 +232,74 @@ class Engine:
                 task_ended(task, clean)
         return decision
 
-    def _hold(self, task: dict, event: dict, fp: str | None) -> list[dict]:
+    def _hold(self, task: dict, event: dict, fp: str | None, lane) -> list[dict]:
         """An action or end of a task whose intent has not come. Actions are held, undecided,
-        until it comes. At the end they are decided `no_intent` (so a task that never declares
-        is alerted at once), but still kept until the task is freed: intents and actions come
-        on different topics, which a worker may read out of step (after a rebalance, or a
-        restart on a backlog), so the intent can still come after the end, and then every
-        kept event is decided again against it (_on_intent), a violation revoked."""
+        until it comes. So is the end, while the intents read on its lane have not passed it
+        (intents and actions come on different topics, which a worker may read out of step:
+        after a rebalance, or a restart on a backlog): see monitor.intent_wait. An end they
+        have passed (the task never declared) decides everything `no_intent` at once, the same
+        as a held end released later (_release), and they are still kept until the task is
+        freed: an intent read later still has every kept event decided again against it
+        (_on_intent), a violation revoked."""
+        if task.get(END_HELD) is not None and len(task["pending"]) >= st.MAX_PENDING:
+            # Full while its end waits: the wait ends here, rather than push the end out.
+            return [*self._release(task), *self._hold(task, event, fp, lane)]
         self.counts["held_for_intent"] += 1
         held = {**event, HELD_FP: fp} if fp else event
+        if task["ended_at"] is None and event["type"] == "task.end":
+            until = event["event_time"] + self.allowed_lateness
+            if task.get(END_HELD) is not None or not self.retention.intent_wait.passed(
+                    lane, until):
+                return self._hold_end(task, held, fp, lane, until)
         if task["ended_at"] is None and event["type"] != "task.end":
             et.remember(task, fp, None)  # its repeats wait for its decision
-            pushed_out = st.hold_pending(task, held)
-            return [] if pushed_out is None else [
-                self._decide_held(task, pushed_out, self._decide_without_intent)]
+            return self._pushed_out(task, st.hold_pending(task, held))
+        # Its end, after its lane's intents (no intent came), or any event after its end.
         decided = [] if task["ended_at"] is not None else sorted(
             task["pending"], key=lambda e: e["event_time"])
         st.hold_pending(task, held)  # (kept to decide again; one pushed out keeps its decision)
         return [self._decide_held(task, e, self._decide_without_intent)
                 for e in (*decided, held)]
+
+    def _hold_end(self, task: dict, end: dict, fp: str | None, lane, until: float
+                  ) -> list[dict]:
+        """Hold a task's end, undecided, for its intent, marked in its state (with its lane:
+        the index of held ends is rebuilt from the states after a restart). A second end of
+        a task whose end already waits is held with it, under the first one's wait."""
+        et.remember(task, fp, None)  # its repeats wait for its decision
+        if task.get(END_HELD) is None:
+            self.counts["end_held_for_intent"] += 1
+            task[END_HELD] = {"lane": lane, "until": until}
+            self.retention.intent_wait.hold(task["task_id"], lane, until)
+        # (Full only when this end is its first: an action pushed out is decided.)
+        return self._pushed_out(task, st.hold_pending(task, end))
+
+    def _pushed_out(self, task: dict, pushed_out: dict | None) -> list[dict]:
+        """The decision of an undecided held event pushed out of a full hold: no_intent."""
+        return [] if pushed_out is None else [
+            self._decide_held(task, pushed_out, self._decide_without_intent)]
+
+    def _release(self, task: dict) -> list[dict]:
+        """The wait for a task's intent is over: decide what it holds, its end included,
+        `no_intent` in event order, and keep it all (an intent read even later decides it
+        again: _on_intent)."""
+        if task.pop(END_HELD, None) is not None:
+            self.retention.intent_wait.forget(task["task_id"])
+        return [self._decide_held(task, e, self._decide_without_intent)
+                for e in sorted(task["pending"], key=lambda e: e["event_time"])]
+
+    def _release_due(self, lane) -> list[dict]:
+        """Release the held ends of `lane` that its intents have passed (read from the store:
+        any task's state, written back after)."""
+        decisions = []
+        for tid in self.retention.intent_wait.due(lane):
+            task = self._stored(tid)
+            if task is None or task.get(END_HELD) is None:
+                continue  # its intent came, or it was freed, since
+            decisions.extend(self._release(task))
+            self.store[tid] = task
+            self.retention.schedule(task)
+        return decisions
 
     def _decide_held(self, task: dict, action: dict, decide) -> dict:
         """Decide a held action and remember its risk for its repeats."""
@@ -383,13 +448,15 @@ class Engine:
 
 
 MAX_TOOLS_CACHED = 10_000
-HANDLING_KINDS = ("duplicate", "late", "held_for_intent", "no_intent", "intent_after_end")
+HANDLING_KINDS = ("duplicate", "late", "held_for_intent", "end_held_for_intent", "no_intent",
+                  "intent_after_end")
 HELD_FP = "held_fingerprint"  # on a held action: its fingerprint (monitor.event_time)
 
 
 def _undecided(task: dict) -> list[dict]:
     """The held events of a freed task without intent that no decision has settled yet, in
-    event order (once it ended, they all were: see Engine._hold)."""
+    event order: all of them, its end too if it waited (once its end was decided, they all
+    were: see Engine._hold)."""
     if task["ended_at"] is not None:
         return []
     return sorted(task["pending"], key=lambda e: e["event_time"])

@@ -43,7 +43,8 @@ DEAD_LETTERS = Counter("intentwatch_dead_letters_total",
 # What the engine did with events out of the ordinary (counted by monitor.engine.Engine).
 HANDLING = Counter("intentwatch_event_handling_total",
                    "Events the engine did not decide plainly in order, by kind: duplicate, "
-                   "late, held_for_intent, no_intent, intent_after_end", ["kind"], registry=REGISTRY)
+                   "late, held_for_intent, end_held_for_intent, no_intent, intent_after_end",
+                   ["kind"], registry=REGISTRY)
 LATENCY = Histogram("intentwatch_decision_latency_seconds",
                     "Time to decide one event inside the worker",
                     buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.1),

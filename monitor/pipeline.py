@@ -22,31 +22,33 @@ class Pipeline:
         self.engine = engine
         self.max_bytes = max_bytes
 
-    def handle(self, raw: bytes, key: bytes | None = None
+    def handle(self, raw: bytes, key: bytes | None = None, lane: int | None = None
                ) -> tuple[list[dict], ContractError | None]:
         """Decide one record. `key` is the record's Kafka key, if it came from the bus: it must
-        be the task id, or the event would be decided on another partition's state."""
-        return self.handle_batch(((raw, key),))[0]
+        be the task id, or the event would be decided on another partition's state. `lane` is
+        the record's partition, if it came from the bus (Engine.process)."""
+        return self.handle_batch(((raw, key, lane),))[0]
 
-    def handle_batch(self, records: Iterable[tuple[bytes, bytes | None]]
+    def handle_batch(self, records: Iterable[tuple]
                      ) -> list[tuple[list[dict], ContractError | None]]:
-        """Decide (raw, key) records one after the other, in order (each as `handle` would):
-        one (decisions, error) per record. The metrics are written once, at the end."""
+        """Decide (raw, key) or (raw, key, lane) records one after the other, in order (each as
+        `handle` would): one (decisions, error) per record. The metrics are written once, at
+        the end."""
         tally = metrics.Tally()
-        results = [self._decide(raw, key, tally) for raw, key in records]  # (never raises)
+        results = [self._decide(tally, *record) for record in records]  # (never raises)
         tally.handled(self.engine.take_counts())
         tally.flush()
         gc_pacing.events_decided(len(results))
         return results
 
-    def _decide(self, raw: bytes, key: bytes | None, tally: metrics.Tally
-                ) -> tuple[list[dict], ContractError | None]:
+    def _decide(self, tally: metrics.Tally, raw: bytes, key: bytes | None,
+                lane: int | None = None) -> tuple[list[dict], ContractError | None]:
         started = time.perf_counter()
         try:
             event = decode(raw, self.max_bytes)
             if key is not None and key != event["task_id"].encode():
                 raise ContractError("key_mismatch", "record key is not the event's task_id")
-            decisions = self.engine.process(event)
+            decisions = self.engine.process(event, lane)
         except ContractError as err:
             tally.dead_letter(err.code)
             return [], err

@@ -37,10 +37,11 @@ freed. Two mechanisms, one rule (a state is over at time t when t > its deadline
 What an event for a freed task does: it looks like a task with no intent. Actions are held, with
 no decision yet (state.hold_pending keeps up to 64, the oldest pushed out is decided
 `no_intent`), until an intent arrives (they are then decided in event order, as if they had
-come after it), the task ends (held actions decided `no_intent`, and kept: an intent read after
-the end has them all decided again against it, see Engine._hold) or the held actions expire
-(deadline above: decided `no_intent` when freed; a replay decides them so at its end,
-`Engine.flush`). So a freed task's late
+come after it), the task's end stops waiting for one (the end waits while the intents of its
+lane have not passed it, monitor.intent_wait; then the held actions and the end are decided
+`no_intent`, and kept: an intent read after that has them all decided again against it, see
+Engine._hold) or the held actions expire (deadline above: decided `no_intent` when freed, a
+waiting end with them; a replay decides them so at its end, `Engine.flush`). So a freed task's late
 action ends up alerted, never allowed, but later than before and no longer revoked as
 `after_task_end`: the retention period is how long after its end (or expiry) a task's misuse
 is still refused at once with its full context. `Engine.assess`
@@ -69,6 +70,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import MutableMapping
+
+from .intent_wait import END_HELD, IntentWait
 
 # One hour after a task is over (see monitor.config.Settings.retention_seconds).
 DEFAULT_RETENTION_SECONDS = 3600.0
@@ -110,6 +113,9 @@ class Retention:
         # Tasks held that have not ended -> their expires_at (inf: none): what `running()`
         # counts, kept up to date at each write so that counting never reads the store.
         self._open: dict[str, float] = {}
+        # Ends waiting for their intent, per lane (see monitor.intent_wait): indexed here
+        # because their index is rebuilt from the same stored states, in the same pass.
+        self.intent_wait = IntentWait()
         self._rebuilt = False
 
     # -- the engine's hooks --------------------------------------------------------------------
@@ -157,11 +163,13 @@ class Retention:
         held = set(present)
         for tid in [t for t in self._open if t not in held]:
             del self._open[tid]
+        self.intent_wait.keep_only(held)
         for tid in present:
             task = self.store.get(tid)
             if task is None:
                 continue
             self._note_open(tid, task)
+            self.intent_wait.note(tid, task)
             if tid in self._scheduled:
                 continue
             d = deadline(task, self.seconds)
@@ -200,10 +208,12 @@ class Retention:
 
     def stats(self) -> dict:
         return {"indexed": len(self._scheduled), "heap_entries": len(self._heap),
-                "freed": self.freed, "watermark": self.watermark}
+                "freed": self.freed, "watermark": self.watermark,
+                "ends_waiting": self.intent_wait.waiting()}
 
     def _note_open(self, task_id: str, task: dict) -> None:
-        if task["ended_at"] is not None:
+        # (A task whose end waits for its intent, monitor.intent_wait, has ended too.)
+        if task["ended_at"] is not None or END_HELD in task:
             self._open.pop(task_id, None)
             return
         intent = task["intent"]
@@ -237,6 +247,7 @@ class Retention:
     def _free(self, task_id: str, task: dict, delete: bool = True) -> dict:
         self._scheduled.pop(task_id, None)
         self._open.pop(task_id, None)
+        self.intent_wait.forget(task_id)
         if delete:
             del self.store[task_id]
         self._free_entry(task_id)

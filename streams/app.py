@@ -145,14 +145,16 @@ class JsonStore(MutableMapping):
 
 
 def as_current_events(events):
-    """(value, key) of each Faust event, each made Faust's current event while it is decided,
+    """(value, key, partition) of each Faust event, each made Faust's current event while it is
+    decided (the partition is the engine's lane: a task's intent and actions have the same
+    one, the topics being co-partitioned; see monitor.intent_wait),
     as Faust's own per-event iterator does: a registry write's changelog record goes to the
     partition of the current event (JsonStore, like Faust's tables), which must be the
     record's own. (noack_take leaves no current event in the agent's task: it buffers the
     events in another task.)"""
     for event in events:
         _current_event.set(weakref.ref(event))
-        yield event.value, event.message.key
+        yield event.value, event.message.key, event.message.partition
     _current_event.set(None)
 
 

@@ -4,9 +4,10 @@ Consumes a topic of OTLP JSON records (what the OpenTelemetry Collector's Kafka 
 with `encoding: otlp_json`, default topic `otlp_spans`) in a consumer group, maps each record
 with monitor.importers.otel, and produces the events keyed by task id, all of them to the
 actions topic, intents too: an agent span yields its task's intent and end at once, and on two
-topics the worker could read the end first, alert the actions `no_intent` and decide them
-again only when it reads the intent (the worker decides an event by its type, whichever input
-topic it came from). One topic and one key keep a task's events in the order they were mapped. A partition's offsets are committed
+topics the worker could read the end first, and make it wait for the intent (or, with the
+intent produced late, alert the actions `no_intent` and decide them again when it reads it:
+docs/event-time.md); the worker decides an event by its type, whichever input topic it came
+from. One topic and one key keep a task's events in the order they were mapped. A partition's offsets are committed
 only once the broker has acked everything its records produced (at least once): a redelivered
 record maps to the same events, with the same ids (they derive from trace and span ids).
 

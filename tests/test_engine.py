@@ -63,27 +63,101 @@ def test_actions_before_their_intent_are_held_and_decided_when_it_arrives():
     assert sorted(shuffled, key=key) == sorted(in_order, key=key)
 
 
-def test_a_whole_task_read_before_its_intent_is_decided_again_when_it_comes():
+def by_id(decisions):
+    return sorted(decisions, key=lambda d: d["decision_id"])
+
+
+def no_intent(decisions):
+    return [d for d in decisions if any(r["code"] == "no_intent" for r in d["reasons"])]
+
+
+def test_a_whole_task_read_before_its_intent_is_decided_once_when_it_comes():
     # Two topics: a worker may read a task's actions and end before its intent (a rebalance, a
-    # restart on a backlog). At the end they are alerted no_intent; when the intent comes they
-    # are decided again against it, and the hijacked task is revoked after all.
+    # restart on a backlog). The end waits for the intent (no intent of its lane is past it):
+    # nothing is decided before the intent, and then everything once, as if in order.
     evs = events()
     in_order = run(evs)
     intents = [e for e in evs if e["type"] == "task.intent"]
     rest = [e for e in evs if e["type"] != "task.intent"]
-    shuffled = run(rest + intents)
-    before = shuffled[:len(rest)]
-    assert {d["verdict"] for d in before if d["event_type"] == "agent.action"} == {"alert"}
-    assert all(d["command"] is None for d in before)
-    last = {d["decision_id"]: d for d in shuffled}  # consumers key decisions by decision_id
-    assert sorted(last.values(), key=lambda d: d["decision_id"]) == sorted(
-        in_order, key=lambda d: d["decision_id"])
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    assert [d for e in rest for d in engine.process(copy.deepcopy(e))] == []
+    assert engine.take_counts()["end_held_for_intent"] == 2
+    shuffled = [d for e in intents for d in engine.process(copy.deepcopy(e))]
+    assert no_intent(shuffled) == []
+    assert len({d["decision_id"] for d in shuffled}) == len(shuffled)  # each decided once
+    assert by_id(shuffled) == by_id(in_order)
     assert sum(d["command"] is not None for d in shuffled) == 1
+    assert engine.store["task-hijack-1"]["revoked_at"] is not None
+    assert "end_held" not in engine.store["task-hijack-1"]
 
 
-def test_a_task_that_never_declares_an_intent_is_alerted_at_its_end():
+def hijack_before_intent(lane):
+    """The hijacked task's actions and end, its intent, and an engine that read the first."""
+    evs = [e for e in events() if e["task_id"] == "task-hijack-1"]
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    assert [d for e in evs[1:] for d in engine.process(copy.deepcopy(e), lane)] == []
+    return engine, evs[1:], evs[0]
+
+
+def other_intent(t, task_id="task-other"):
+    intent = dict(events()[0], task_id=task_id, event_time=t)
+    intent.pop("expires_at")
+    return intent
+
+
+def test_an_intent_on_another_lane_does_not_release_a_held_end():
+    engine, rest, intent = hijack_before_intent(lane=1)
+    end_time = rest[-1]["event_time"]
+    # Lane 2's intents are ahead (its partition was read faster): lane 1 still waits. (Not
+    # past the retention: the engine's watermark would free the task, see test_retention.)
+    decided = engine.process(other_intent(end_time + 600), lane=2)
+    assert [d["task_id"] for d in decided] == ["task-other"]
+    decided = engine.process(copy.deepcopy(intent), lane=1)
+    assert no_intent(decided) == []
+    assert [d["decision_id"] for d in decided] == [_id(e) for e in [intent, *rest]]
+    assert sum(d["command"] is not None for d in decided) == 1
+
+
+def _id(e):
+    return f"{e['type']}:{e['event_id']}" if e.get("event_id") else f"{e['type']}:{e['task_id']}"
+
+
+def test_its_lanes_intents_past_the_end_release_it_no_intent_and_its_intent_still_decides_again():
+    engine, rest, intent = hijack_before_intent(lane=1)
+    until = rest[-1]["event_time"] + engine.allowed_lateness
+    # An intent of its lane at the end plus the lateness: not past it yet.
+    assert [d["task_id"] for d in engine.process(other_intent(until, "o1"), lane=1)] == ["o1"]
+    # Past it: the task's own intent would have been read by now (one partition, in order).
+    decided = engine.process(other_intent(until + 0.5, "o2"), lane=1)
+    assert decided[0]["task_id"] == "o2"
+    released = decided[1:]
+    assert [d["event_id"] for d in released] == [e["event_id"] for e in rest]
+    assert {d["verdict"] for d in released[:-1]} == {"alert"}
+    assert all(d["reasons"][0]["code"] == "no_intent" for d in released[:-1])
+    assert all(d["command"] is None for d in released)
+    assert engine.take_counts()["no_intent"] == len(rest)
+    # Kept: the intent read even later has it all decided again, the violation revoked.
+    again = engine.process(copy.deepcopy(intent), lane=1)
+    assert [d["decision_id"] for d in again] == [_id(e) for e in [intent, *rest]]
+    assert no_intent(again) == []
+    assert sum(d["command"] is not None for d in again) == 1
+    assert engine.take_counts()["intent_after_end"] == len(rest)
+
+
+def test_an_end_its_lanes_intents_have_passed_is_decided_at_once():
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
     evs = [e for e in events() if e["task_id"] == "task-benign-1" and e["type"] != "task.intent"]
-    decisions = run(evs)
+    engine.process(other_intent(evs[-1]["event_time"] + 10), lane=0)
+    decisions = [d for e in evs for d in engine.process(copy.deepcopy(e), lane=0)]
+    assert [d["event_id"] for d in decisions] == [e["event_id"] for e in evs]
+    assert "end_held_for_intent" not in engine.take_counts()
+
+
+def test_a_task_that_never_declares_an_intent_is_alerted_once_its_lanes_intents_pass_its_end():
+    evs = [e for e in events() if e["task_id"] == "task-benign-1" and e["type"] != "task.intent"]
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    assert [d for e in evs for d in engine.process(copy.deepcopy(e))] == []
+    decisions = engine.process(other_intent(evs[-1]["event_time"] + 60))[1:]
     assert [d["event_id"] for d in decisions] == [e["event_id"] for e in evs]
     assert {d["verdict"] for d in decisions[:-1]} == {"alert"}
     assert all(d["reasons"][0]["code"] == "no_intent" for d in decisions[:-1])
@@ -99,6 +173,45 @@ def test_actions_still_waiting_for_an_intent_are_settled_at_the_end_of_a_replay(
                      Engine(catalog=Catalog.load(SAMPLE_CATALOG)), 1 << 20)
     assert [d["event_id"] for d in summary["decisions"]] == [e["event_id"] for e in evs]
     assert all(d["reasons"][0]["code"] == "no_intent" for d in summary["decisions"])
+
+
+def test_a_held_end_is_settled_at_the_end_of_a_replay():
+    evs = [e for e in events() if e["task_id"] == "task-hijack-1" and e["type"] != "task.intent"]
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    assert [d for e in evs for d in engine.process(copy.deepcopy(e), 3)] == []
+    flushed = engine.flush()
+    assert [d["event_id"] for d in flushed] == [e["event_id"] for e in evs]
+    assert all(d["reasons"][0]["code"] == "no_intent" for d in flushed[:-1])
+    assert "task-hijack-1" not in engine.store and engine.flush() == []
+    summary = replay([(i, orjson.dumps(e)) for i, e in enumerate(evs, 1)],
+                     Engine(catalog=Catalog.load(SAMPLE_CATALOG)), 1 << 20)
+    assert [d["decision_id"] for d in summary["decisions"]] == [d["decision_id"]
+                                                                for d in flushed]
+
+
+def test_a_full_hold_ends_the_wait_and_loses_no_decision():
+    evs = [e for e in events() if e["task_id"] == "task-hijack-1" and e["type"] != "task.intent"]
+    more = [dict(evs[0], event_id=f"after-end-{i}", event_time=evs[-1]["event_time"] + i)
+            for i in range(70)]
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    full = 64 - len(evs)   # events after the end that fill the hold, its end in it
+    assert [d for e in evs + more[:full] for d in engine.process(copy.deepcopy(e))] == []
+    assert len(engine.store["task-hijack-1"]["pending"]) == 64
+    # One more: the wait ends (rather than push the end out of the hold), all of it decided.
+    decided = [d for e in more[full:] for d in engine.process(copy.deepcopy(e))]
+    decided += engine.flush()
+    assert sorted(d["event_id"] for d in decided) == sorted(e["event_id"] for e in evs + more)
+    assert "end_held" not in engine.store["task-hijack-1"]
+    assert len(engine.store["task-hijack-1"]["pending"]) == 64  # kept, decided, for an intent
+
+
+def test_a_repeated_end_waits_with_the_first():
+    evs = [e for e in events() if e["task_id"] == "task-hijack-1"]
+    engine = Engine(catalog=Catalog.load(SAMPLE_CATALOG))
+    for e in evs[1:] + evs[-1:]:
+        assert engine.process(copy.deepcopy(e)) == []
+    decided = engine.process(copy.deepcopy(evs[0]))
+    assert [d["decision_id"] for d in decided] == [_id(e) for e in evs]
 
 
 def test_a_second_different_intent_cannot_widen_the_task():
@@ -184,3 +297,16 @@ def test_an_ended_task_keeps_only_what_it_still_needs():
     decision = engine.process(after)[0]
     assert decision["verdict"] == "revoke"
     assert "after_task_end" in {r["code"] for r in decision["reasons"]}
+
+
+def test_the_pipeline_gives_the_engine_each_records_lane():
+    from monitor.pipeline import Pipeline
+
+    engine, rest, _ = hijack_before_intent(lane=1)
+    pipeline = Pipeline(engine, 1 << 20)
+    past = other_intent(rest[-1]["event_time"] + 60)
+    [(on_lane_2, err)] = pipeline.handle_batch([(orjson.dumps(past), b"task-other", 2)])
+    assert err is None and [d["task_id"] for d in on_lane_2] == ["task-other"]
+    on_lane_1, err = pipeline.handle(orjson.dumps(dict(past, task_id="o1")), b"o1", 1)
+    assert err is None and [d["task_id"] for d in on_lane_1] == ["o1"] + ["task-hijack-1"] * len(
+        rest)

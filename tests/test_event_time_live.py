@@ -134,8 +134,9 @@ def test_fail_closed_denies_side_effects_while_the_task_table_recovers(start_wor
 
 def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
     # Kafka orders nothing across topics: after a rebalance or a restart on a backlog a worker
-    # can read a task's actions and end before its intent. The end alerts them no_intent; the
-    # intent read later has them decided again, and the violation revoked.
+    # can read a task's actions and end before its intent. No intent of the task's partition
+    # is past its end, so the end waits for the intent: no no_intent alert is published, and
+    # the intent has everything decided once, the violation revoked.
     worker = start_worker()
     s = worker.settings
     asyncio.run(ensure_topics(s, [s.topic_intents, s.topic_actions]))
@@ -149,14 +150,23 @@ def test_a_task_read_whole_before_its_intent_is_still_revoked(start_worker):
     while value(scrape(worker.web_port), "intentwatch_events_total", type="task.end") < 1:
         assert time.monotonic() < deadline, "the worker never read the task's end"
         time.sleep(0.2)
+    assert value(scrape(worker.web_port), "intentwatch_event_handling_total",
+                 kind="end_held_for_intent") == 1
     asyncio.run(send_all(worker.bootstrap, [(s.topic_intents, task.encode(),
                                              orjson.dumps(intent(task)))]))
-    decisions = decisions_of(worker, task, 7)  # 3 at the end, the intent's, 3 decided again
-    first = decisions[:3]
-    assert [d["event_id"] for d in first] == [e["event_id"] for e in before]
-    assert [d["verdict"] for d in first[:2]] == ["alert", "alert"]
-    assert all(d["command"] is None for d in first)
-    last = {d["decision_id"]: d for d in decisions}  # as consumers key them
-    assert last[f"agent.action:{violation['event_id']}"]["verdict"] == "revoke"
-    assert last[f"agent.action:{violation['event_id']}"]["command"] is not None
-    assert all(r["code"] != "no_intent" for d in last.values() for r in d["reasons"])
+    violation_id = f"agent.action:{violation['event_id']}"
+    topics = [s.topic_decisions, s.topic_alerts]
+    revoked = lambda rs: any(r.topic == s.topic_alerts and orjson.loads(r.value)["decision_id"]
+                             == violation_id for r in rs)
+    records = asyncio.run(local.read_topics(worker.bootstrap, topics, revoked, timeout=90))
+    time.sleep(2.0)  # room for a stray copy, then everything again
+    records = asyncio.run(local.read_topics(worker.bootstrap, topics,
+                                            lambda rs: len(rs) >= len(records), timeout=30))
+    decisions = [d for d in local.values(records, s.topic_decisions) if d["task_id"] == task]
+    alerts = [d for d in local.values(records, s.topic_alerts) if d["task_id"] == task]
+    # The intent's decision, then the held events in event order, each decided once.
+    assert [(d["event_type"], d["event_id"]) for d in decisions] == [("task.intent", None)] + [
+        (e["type"], e["event_id"]) for e in before]
+    assert all(r["code"] != "no_intent" for d in decisions + alerts for r in d["reasons"])
+    assert [d["decision_id"] for d in alerts] == [violation_id]
+    assert alerts[0]["verdict"] == "revoke" and alerts[0]["command"] is not None

@@ -147,17 +147,36 @@ def test_the_odd_probe_needs_a_trained_model(catalog):
         assert ("improbable_move" in codes) == flagged
 
 
-def test_the_odd_probe_read_before_its_intent_counts_as_decided_again(catalog):
+def test_the_odd_probe_read_before_its_intent_waits_for_it(catalog):
     """After a rebalance a worker can read the probe's send and end before its intent (CI
-    saw it once): the send is decided no_intent first, then again against the intent. The
-    run's checks read the latest copy, and count a decision left at the first one."""
+    saw it once): no intent of its lane is past its end, so the end waits for the intent and
+    everything is decided once, against it, as the replay decides it."""
     lines = faults.fault_trace(TASKS)
     probe = faults.odd_task(10**6)
     expected = faults.replayed(lines + [orjson.dumps(e) for e in probe], catalog)
     engine = build_engine("full", faults.Catalog.load(catalog))
     for raw in lines:
-        engine.process(decode(raw))
-    seen = [d for e in probe[1:] + probe[:1] for d in engine.process(decode(orjson.dumps(e)))]
+        engine.process(decode(raw), 1)
+    seen = [d for e in probe[1:] + probe[:1] for d in engine.process(decode(orjson.dumps(e)), 1)]
+    assert [d for d in seen if "no_intent" in faults._codes(d)] == []
+    by_id = lambda ds: sorted(ds, key=lambda d: d["decision_id"])
+    assert by_id(seen) == by_id([d for d in expected if d["task_id"] == probe[0]["task_id"]])
+    assert faults.no_intent_copies(expected, seen) == set()
+
+
+def test_the_odd_probe_released_before_its_intent_counts_as_decided_again(catalog):
+    """Its lane's intents past its end (its own intent produced late): the send is decided
+    no_intent first, then again against the intent. The run's checks read the latest copy,
+    and count a decision left at the first one, and every one that had such a copy."""
+    lines = faults.fault_trace(TASKS)
+    probe = faults.odd_task(10**6)
+    other = dict(probe[0], task_id="probe-other", event_time=probe[-1]["event_time"] + 60)
+    expected = faults.replayed(lines + [orjson.dumps(e) for e in probe + [other]], catalog)
+    engine = build_engine("full", faults.Catalog.load(catalog))
+    for raw in lines:
+        engine.process(decode(raw), 1)
+    seen = [d for e in probe[1:] + [other] + probe[:1]
+            for d in engine.process(decode(orjson.dumps(e)), 1)]
     send_id = probe[1]["event_id"]
     run = faults.Run("reordered", len(lines), expected, seen)
     assert "improbable_move" in {r["code"] for r in run.decision_of(send_id)["reasons"]}
@@ -168,6 +187,8 @@ def test_the_odd_probe_read_before_its_intent_counts_as_decided_again(catalog):
     assert f"agent.action:{send_id}" in actions
     assert faults.left_without_intent(expected, first_copies) == actions
     assert faults.left_without_intent(expected, seen) == set()
+    assert faults.no_intent_copies(expected, seen) == actions
+    assert run.figures()["no_intent_copies"] == len(actions)
 
 
 def test_an_intent_read_again_after_its_task_ended_is_not_a_redeclaration():

@@ -108,13 +108,15 @@ def test_duplicates_late_events_and_events_waiting_for_their_intent_are_counted(
         {**base, "event_id": "e3", "event_time": 150.0},   # 50 s behind its task: late
         {**base, "task_id": "m2", "event_id": "x", "event_time": 210.0},  # held
         {"v": 1, "type": "task.end", "task_id": "m2", "event_id": "m2-end",
-         "event_time": 211.0},                              # held; it and x decided no_intent
+         "event_time": 211.0},                              # held, its end waits
+        {"v": 1, "type": "task.intent", "task_id": "m3", "agent_id": "a", "workload_id": "w",
+         "goal": "read", "tools": ["read_inbox"], "event_time": 220.0},  # m2's x, end: no_intent
         {"v": 1, "type": "task.intent", "task_id": "m2", "agent_id": "a", "workload_id": "w",
          "goal": "read", "tools": ["read_inbox"], "event_time": 209.0},  # both decided again
     ]
     pipeline = Pipeline(Engine(), 1 << 20)
-    pipeline.handle_batch((orjson.dumps(e), None) for e in events)
+    pipeline.handle_batch((orjson.dumps(e), None, 4) for e in events)   # (raw, key, lane)
     after = counted()
     grew = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    assert grew == {"duplicate": 1, "late": 1, "held_for_intent": 3, "no_intent": 2,
-                    "intent_after_end": 2}
+    assert grew == {"duplicate": 1, "late": 1, "held_for_intent": 3, "end_held_for_intent": 1,
+                    "no_intent": 2, "intent_after_end": 2}

@@ -299,9 +299,9 @@ def test_retention_setting_from_env(monkeypatch):
 def running_by_scan(eng) -> int:
     """What running() must equal: a scan of the store by the same rule."""
     mark = eng.retention.watermark
-    return sum(1 for t in eng.store.values() if t["ended_at"] is None and (
-        t["intent"] is None or t["intent"].get("expires_at") is None
-        or t["intent"]["expires_at"] >= mark))
+    return sum(1 for t in eng.store.values() if t["ended_at"] is None and "end_held" not in t
+               and (t["intent"] is None or t["intent"].get("expires_at") is None
+                    or t["intent"]["expires_at"] >= mark))
 
 
 def test_running_tasks_are_the_held_ones_not_ended_nor_expired():
@@ -320,6 +320,18 @@ def test_running_tasks_are_the_held_ones_not_ended_nor_expired():
     assert eng.retention.running() == running_by_scan(eng) == 1
 
 
+def test_a_task_whose_end_waits_for_its_intent_is_not_running():
+    eng = engine()
+    feed(eng, [act("g", 1.0), act("h", 1.0)])
+    assert eng.retention.running() == running_by_scan(eng) == 2
+    feed(eng, [end("g", 2.0)])          # its end waits, undecided: ended all the same
+    assert "end_held" in eng.store["g"]
+    assert eng.retention.running() == running_by_scan(eng) == 1
+    restarted = engine(store=dict(eng.store))
+    restarted.retention.rebuild()
+    assert restarted.retention.running() == 1
+
+
 def test_running_tasks_follow_the_store_after_a_rebuild():
     """After a restart the count comes from the store; tasks that left it (their partition
     went to another worker) stop counting at the next recovery."""
@@ -332,3 +344,54 @@ def test_running_tasks_follow_the_store_after_a_rebuild():
     del restarted.store["b"]                        # b's partition revoked
     restarted.retention.rebuild()
     assert restarted.retention.running() == 1
+
+
+def test_a_held_end_is_freed_by_retention_with_a_no_intent_decision():
+    eng = engine()
+    # Its end waits for an intent of its lane (0) that never comes past it.
+    assert feed_on(eng, 0, [act("g", 1.0), end("g", 2.0)]) == []
+    assert eng.store["g"]["end_held"] == {"lane": 0, "until": 2.0 + eng.allowed_lateness}
+    # The engine's watermark (any lane) passes its deadline: freed, everything decided.
+    d = feed_on(eng, 1, [act("other", 2.0 + R + 1)])
+    assert [(x["event_id"], x["reasons"][0]["code"] if x["reasons"] else None) for x in d] == [
+        ("g-1.0-0", "no_intent"), ("g-end", None)]
+    assert "g" not in eng.store and eng.retention.stats()["ends_waiting"] == 0
+
+
+def test_the_index_of_held_ends_is_rebuilt_after_a_restart():
+    store = {}
+    first = engine(store)
+    assert feed_on(first, 3, [act("g", 1.0), end("g", 2.0)]) == []
+    assert feed_on(first, 2, [act("h", 1.0), end("h", 2.0)]) == []
+    # A new engine over the recovered store: no intent read on any lane yet, so it waits.
+    restored = {k: orjson.loads(orjson.dumps(v)) for k, v in store.items()}
+    second = engine(restored)
+    assert [x["task_id"] for x in feed_on(second, 3, [intent("z", 2.0)])] == ["z"]
+    assert second.retention.stats()["ends_waiting"] == 2
+    # Lane 3's intents pass g's end: g is released from the rebuilt index; h (lane 2) waits.
+    d = feed_on(second, 3, [intent("y", 10.0)])
+    assert [(x["task_id"], x["event_type"]) for x in d] == [
+        ("y", "task.intent"), ("g", "agent.action"), ("g", "task.end")]
+    assert d[1]["reasons"][0]["code"] == "no_intent"
+    assert "end_held" not in second.store["g"] and second.store["g"]["ended_at"] == 2.0
+    # h's partition goes to another worker: a rebuild after the recovery forgets its end.
+    del second.store["h"]
+    second.retention.rebuild()
+    assert second.retention.stats()["ends_waiting"] == 0
+    assert feed_on(second, 2, [intent("x", 10.0)])[1:] == []
+
+
+def test_an_intent_over_a_rebuilt_held_end_decides_it_once():
+    store = {}
+    first = engine(store)
+    feed_on(first, 1, [act("g", 1.0, tool="send_money"), end("g", 2.0)])
+    second = engine({k: orjson.loads(orjson.dumps(v)) for k, v in store.items()})
+    d = feed_on(second, 1, [intent("g", 0.5)])
+    assert [x["event_type"] for x in d] == ["task.intent", "agent.action", "task.end"]
+    assert d[1]["verdict"] == "revoke" and d[1]["command"] is not None
+    assert all(r["code"] != "no_intent" for x in d for r in x["reasons"])
+    assert feed_on(second, 1, [intent("y", 100.0)])[1:] == []  # nothing left to release
+
+
+def feed_on(eng, lane, events):
+    return [d for e in events for d in eng.process(copy.deepcopy(e), lane)]

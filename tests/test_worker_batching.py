@@ -63,9 +63,9 @@ class FakeEvent:  # Faust's events can be weakly referenced; SimpleNamespace can
 
 
 def test_each_record_is_fausts_current_event_while_it_is_decided():
-    events = [FakeEvent(b"v%d" % i) for i in range(3)]
-    seen = [(value, current_event()) for value, _ in as_current_events(events)]
-    assert seen == [(e.value, e) for e in events]
+    events = [FakeEvent(b"v%d" % i, partition=i) for i in range(3)]
+    seen = [(value, current_event(), lane) for value, _, lane in as_current_events(events)]
+    assert seen == [(e.value, e, i) for i, e in enumerate(events)]  # the lane: its partition
     assert current_event() is None  # nothing is left current after the batch
 
 
