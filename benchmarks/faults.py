@@ -40,10 +40,13 @@ from monitor.profiles import build_engine
 from monitor.replay import replay
 from streams import local
 from streams.produce import ensure_topics, route
+from streams.recovery_watchdog import EXIT_RECOVERY_STALLED
 from tests import synthetic
 
 # Ended tasks stay held (not freed by retention) for the whole trace: the probes need them.
-WORKER_SETTINGS = {"retention_seconds": 10**7, "model_snapshot_seconds": 1.0}
+# A stalled recovery exits after 20 s (streams/recovery_watchdog.py), well inside the waits.
+WORKER_SETTINGS = {"retention_seconds": 10**7, "model_snapshot_seconds": 1.0,
+                   "recovery_stall_seconds": 20.0}
 
 
 def _say(msg: str) -> None:
@@ -191,6 +194,7 @@ class Run:
     recovery_seconds: float | None = None                  # longest pause in decisions
     probes: dict[str, str] = field(default_factory=dict)   # probe name -> its event id
     sent_after_fault: int = 0                              # trace events sent after it
+    watchdog_restarts: int = 0                             # workers started again (exit 75)
 
     def figures(self) -> dict:
         expected_cmds = {c["command_id"] for c in commands_of(self.expected)}
@@ -212,6 +216,7 @@ class Run:
             "left_without_intent": len(left_without_intent(self.expected, self.decisions)),
             "no_intent_copies": len(no_intent_copies(self.expected, self.decisions)),
             "sent_after_fault": self.sent_after_fault,
+            "watchdog_restarts": self.watchdog_restarts,
             "recovery_seconds": self.recovery_seconds,
         }
 
@@ -271,11 +276,28 @@ class Scenario:
         self.name, self.start, self.lines, self.catalog = name, start, lines, catalog
         self.prefix, self.rate = prefix, rate
         self.logs: list[Path] = []  # the workers' logs, quoted when a wait times out
+        self.started: list = []     # every worker started, for _supervise
+        self.restarts = 0
 
     def worker(self):
         started = self.start(self.prefix, catalog=self.catalog, **WORKER_SETTINGS)
         self.logs.append(started.log)
+        self.started.append(started)
         return started
+
+    def _supervise(self, stop: threading.Event) -> None:
+        """Play the deployment's supervisor (Kubernetes, Compose's restart policy): a worker
+        that exits with EXIT_RECOVERY_STALLED is started again. Workers the fault stops or
+        kills exit otherwise and are left alone."""
+        restarted = set()
+        while not stop.wait(0.5):
+            for w in list(self.started):
+                if id(w) not in restarted and w.proc.poll() == EXIT_RECOVERY_STALLED:
+                    restarted.add(id(w))
+                    self.restarts += 1
+                    _say(f"faults: a worker's recovery stalled (exit "
+                         f"{EXIT_RECOVERY_STALLED}): started again")
+                    self.worker()
 
     def run(self, fault: Callable, at: float = 0.5) -> Run:
         """Start a worker, stream the trace, call fault(reader, worker, producer) once a
@@ -283,6 +305,9 @@ class Scenario:
         expected decision and command."""
         first = self.worker()
         settings, bootstrap = first.settings, first.bootstrap
+        supervising = threading.Event()
+        supervisor = threading.Thread(target=self._supervise, args=(supervising,), daemon=True)
+        supervisor.start()
         asyncio.run(ensure_topics(settings, [settings.topic_intents, settings.topic_actions]))
         reader = OutputReader(bootstrap, settings)
         reader.start()
@@ -321,6 +346,8 @@ class Scenario:
                                    ) from None
             time.sleep(2.0)  # room for a late duplicate or an unexpected command
         finally:
+            supervising.set()
+            supervisor.join(5)
             reader.stop()
             producer.join(5)
         # The longest time without a decision while the trace was decided, from the fault on
@@ -329,7 +356,7 @@ class Scenario:
         pause = max(b - a for a, b in itertools.pairwise(times)) if len(times) > 1 else None
         return Run(self.name, len(self.lines), expected, [d for _, d in reader.decisions],
                    [c for _, c in reader.commands], pause and round(pause, 2), probes.ids,
-                   unsent)
+                   unsent, self.restarts)
 
     def _probes(self, decisions: list[tuple[float, dict]], commands: list[tuple[float, dict]]):
         """A task that ended and one that was revoked before the fault (as the outputs read

@@ -135,6 +135,11 @@ class Settings:
                             _non_empty)
     fast_rebalance: bool = setting(False, "2 s session and 4 s rebalance timeouts instead of "
                                    "Faust's 60 s (tests and the demo; not for production)")
+    recovery_stall_seconds: float = setting(60.0, "a table recovery that has had no record "
+                                            "for this long from a partition it still has to "
+                                            "read makes the worker exit with code 75, for its "
+                                            "supervisor to start a fresh one "
+                                            "(streams/recovery_watchdog.py)", _positive)
     model_snapshot_seconds: float = setting(30.0, "how often learned models are saved to the "
                                             "compacted topic <app_id>-models", _positive)
     signing_key: str = setting("", "PEM file of the Ed25519 private key that signs revoke "

@@ -26,7 +26,7 @@ from monitor.pipeline import Pipeline, dead_letter_headers
 from monitor.policy import ALLOW, Policy
 from monitor.profiles import build_engine
 
-from . import lag, models
+from . import lag, models, recovery_watchdog
 from .alerting import AlertForwarder
 from .dashboard import register_dashboard
 from .decide import register_decide_view
@@ -197,12 +197,6 @@ def new_app(settings: Settings) -> faust.App:
         web_host=settings.web_host,  # advertised to the group: /v1/decide forwarding
         web_bind=settings.web_bind,
         datadir=settings.data_dir,
-        # No standby replicas: Faust 0.15.3's recovery hung when a partition a worker held as
-        # a standby became its active one (a worker leaving the group): it waited for the
-        # changelog's records from offset 0 and none came (join+leave fault test, 1 run in 3
-        # on a loaded machine: >120 s, nothing decided). Without standbys the worker taking a
-        # partition over reads its changelog as an active one, the path the restarts take.
-        table_standby_replicas=0,
         broker_credentials=faust_credentials(settings),  # TLS, SASL (None: plaintext)
         **fast,
     )
@@ -261,6 +255,10 @@ def create_app(settings: Settings, model_snapshot: models.Snapshot | None = None
     @app.on_before_shutdown.connect
     async def snapshot_on_stop(app, **kwargs):
         await save_models()
+
+    @app.timer(interval=recovery_watchdog.CHECK_SECONDS)
+    async def watch_recovery():
+        recovery_watchdog.check(app, settings.recovery_stall_seconds)
 
     @app.timer(interval=lag.REFRESH_SECONDS)
     async def refresh_gauges():

@@ -31,6 +31,7 @@ EXIT_CODES = """exit codes:
   1    the run failed (broker unreachable, a worker or a benchmark failed)
   2    bad usage, bad configuration, or an input file that is missing or unusable
        (the message names the file, and the line where it applies)
+  75   worker only: its table recovery stalled (recovery_stall_seconds); start it again
   130  interrupted (Ctrl-C)"""
 
 
