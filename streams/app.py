@@ -256,9 +256,8 @@ def create_app(settings: Settings, model_snapshot: models.Snapshot | None = None
     async def snapshot_on_stop(app, **kwargs):
         await save_models()
 
-    @app.timer(interval=recovery_watchdog.CHECK_SECONDS)
-    async def watch_recovery():
-        recovery_watchdog.check(app, settings.recovery_stall_seconds)
+    app.before_recovery_tasks.append(
+        lambda: recovery_watchdog.watch(app, settings.recovery_stall_seconds))
 
     @app.timer(interval=lag.REFRESH_SECONDS)
     async def refresh_gauges():

@@ -16,6 +16,7 @@ unless-stopped`) or any supervisor starts it again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from time import monotonic
@@ -58,3 +59,17 @@ def check(app, stall_seconds: float, exit=os._exit) -> list:
             handler.flush()
         exit(EXIT_RECOVERY_STALLED)  # (a hard exit: a clean stop waits on the stalled recovery)
     return stalled
+
+
+async def watch(app, stall_seconds: float, interval: float = CHECK_SECONDS) -> None:
+    """The check every `interval` seconds, from the app's start: not an app timer, since
+    Faust starts those only once the first recovery has completed (a stall at start would go
+    unseen)."""
+    log.info("recovery watchdog on: a table recovery stalled for %.0f s exits the worker "
+             "with %d", stall_seconds, EXIT_RECOVERY_STALLED)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            check(app, stall_seconds)
+        except Exception:  # (Faust's internals changed?) the worker goes on, unwatched
+            log.exception("recovery watchdog check failed")

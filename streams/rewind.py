@@ -86,7 +86,19 @@ def repair_seek(consumer, changelog_topics: Callable[[], set[str]]) -> None:
 
 
 class RewindingApp(faust.App):
-    """A Faust app whose consumer has the repairs above."""
+    """A Faust app whose consumer has the repairs above. It also starts
+    `before_recovery_tasks` (coroutine functions) when it starts: Faust starts an app's own
+    tasks and timers only after the first table recovery (streams.recovery_watchdog must
+    watch that one too)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.before_recovery_tasks: list = []
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        for task in self.before_recovery_tasks:
+            self.add_future(task())
 
     def _new_consumer(self):
         consumer = super()._new_consumer()

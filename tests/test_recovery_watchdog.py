@@ -53,12 +53,24 @@ def test_a_stall_is_logged_and_exits_with_75_and_a_live_recovery_does_not(caplog
     assert exits == []
 
 
-def test_the_worker_checks_its_recovery_on_a_timer():
+def test_the_worker_starts_the_watch_before_its_first_recovery():
+    import asyncio
+
     from monitor.config import Settings
     from streams.app import create_app
 
     app = create_app(Settings(app_id="iw-watchdog-wiring"))
-    # (Faust keeps an app's timers in _app_tasks, each wrapped with its function's name.)
-    timers = [t for t in app._app_tasks if "watch_recovery" in t.__qualname__]
-    assert timers, "no watch_recovery timer registered"
+    (task,) = app.before_recovery_tasks  # started by RewindingApp.on_start
+    watch = task()
+    assert watch.cr_code is recovery_watchdog.watch.__code__
+    watch.close()
     assert recovery_watchdog.CHECK_SECONDS <= Settings().recovery_stall_seconds / 4
+
+    # A failing check (Faust's internals changed) is logged; the watch goes on.
+    async def two_checks():
+        broken = SimpleNamespace(tables=None)
+        runner = asyncio.ensure_future(recovery_watchdog.watch(broken, 20.0, interval=0.01))
+        await asyncio.sleep(0.05)
+        assert not runner.done()
+        runner.cancel()
+    asyncio.run(two_checks())
