@@ -186,8 +186,7 @@ class Engine:
     def _on_intent(self, task: dict, intent: dict) -> list[dict]:
         # What came before the intent, in the order it happened, as if it had come after it.
         pending, task["pending"] = task["pending"], []
-        if task.pop(END_HELD, None) is not None:  # its end waited for it: decided now, once
-            self.retention.intent_wait.forget(task["task_id"])
+        self._stop_waiting(task)  # (its end waited for it: decided now, once)
         if task["ended_at"] is not None and pending:
             # The task ended before its intent was read, and what it held was decided
             # no_intent then: decide it all again, now against its intent (same decision ids).
@@ -255,8 +254,7 @@ class Engine:
             et.remember(task, fp, None)  # its repeats wait for its decision
             return self._pushed_out(task, st.hold_pending(task, held))
         # Its end, after its lane's intents (no intent came), or any event after its end.
-        decided = [] if task["ended_at"] is not None else sorted(
-            task["pending"], key=lambda e: e["event_time"])
+        decided = _undecided(task)
         st.hold_pending(task, held)  # (kept to decide again; one pushed out keeps its decision)
         return [self._decide_held(task, e, self._decide_without_intent)
                 for e in (*decided, held)]
@@ -283,10 +281,14 @@ class Engine:
         """The wait for a task's intent is over: decide what it holds, its end included,
         `no_intent` in event order, and keep it all (an intent read even later decides it
         again: _on_intent)."""
+        self._stop_waiting(task)
+        return [self._decide_held(task, e, self._decide_without_intent)
+                for e in _undecided(task)]
+
+    def _stop_waiting(self, task: dict) -> None:
+        """Its end waits no more (its intent came, or the wait is over): unmark and unindex."""
         if task.pop(END_HELD, None) is not None:
             self.retention.intent_wait.forget(task["task_id"])
-        return [self._decide_held(task, e, self._decide_without_intent)
-                for e in sorted(task["pending"], key=lambda e: e["event_time"])]
 
     def _release_due(self, lane) -> list[dict]:
         """Release the held ends of `lane` that its intents have passed (read from the store:
@@ -454,8 +456,8 @@ HELD_FP = "held_fingerprint"  # on a held action: its fingerprint (monitor.event
 
 
 def _undecided(task: dict) -> list[dict]:
-    """The held events of a freed task without intent that no decision has settled yet, in
-    event order: all of them, its end too if it waited (once its end was decided, they all
+    """The held events of a task without intent that no decision has settled yet (at its
+    end, its release, or when it is freed), in event order: all of them, its end too if it waited (once its end was decided, they all
     were: see Engine._hold)."""
     if task["ended_at"] is not None:
         return []

@@ -75,10 +75,7 @@ class IntentWait:
     def any_due(self, lane) -> bool:
         """A cheap check, after every event: has the lane a held end its intents passed?"""
         heap = self._heaps.get(lane)
-        if not heap:
-            return False
-        mark = self.watermarks.get(lane)
-        return mark is not None and heap[0][0] < mark
+        return bool(heap) and self.passed(lane, heap[0][0])
 
     def due(self, lane) -> list[str]:
         """The tasks of `lane` whose held end its intents have passed (up to `batch`); they

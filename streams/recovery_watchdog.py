@@ -46,15 +46,14 @@ def check(app, stall_seconds: float, exit=os._exit) -> list:
     recovery = app.tables.recovery
     if not recovery.in_recovery:
         return []
-    stalled = stalled_partitions(monotonic(), recovery._recovery_started_at,
-                                 dict(recovery.active_remaining()),
+    remaining = dict(recovery.active_remaining())
+    stalled = stalled_partitions(monotonic(), recovery._recovery_started_at, remaining,
                                  dict(recovery._active_events_received_at), stall_seconds)
     if stalled:
         log.error("table recovery stalled: no record for %.0f s from %s (still to read: %s); "
                   "exiting with %d so that a fresh worker recovers them",
                   stall_seconds, ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
-                  {f"{tp.topic}[{tp.partition}]": recovery.active_remaining()[tp]
-                   for tp in stalled}, EXIT_RECOVERY_STALLED)
+                  {f"{tp.topic}[{tp.partition}]": remaining[tp] for tp in stalled}, EXIT_RECOVERY_STALLED)
         for handler in logging.getLogger().handlers:
             handler.flush()
         exit(EXIT_RECOVERY_STALLED)  # (a hard exit: a clean stop waits on the stalled recovery)
